@@ -1,0 +1,81 @@
+"""`run`: every stage in order, one MLflow parent run with a child run per stage.
+
+    lmforge run --config configs/demo.yaml
+    python -m lmforge.jobs.pipeline --config configs/demo.yaml     (under `ray job submit`)
+
+Each stage reads the previous stage's output and records that stage's run as its input,
+so the served model links back, run by run, to the raw data it came from.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from lmforge.jobs import curate, filter_synthetic, pretrain, register, serve, tokenize
+from lmforge.jobs.common import StageResult, init_ray
+from lmforge.platform import tracking
+from lmforge.platform.config import Recipe
+
+
+@dataclass
+class PipelineResult:
+    run_id: str
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    base_url: str | None = None
+
+
+def run_pipeline(recipe: Recipe, *, keep_serving: bool | None = None) -> PipelineResult:
+    """Run curate -> filter-synthetic -> tokenize -> pretrain -> register -> serve.
+
+    keep_serving: leave the Serve app up and return (tests call it); None follows
+    `serve.blocking` (block until Ctrl-C). False shuts Serve down after the demo answer.
+    """
+    assert recipe.mlflow.tracking_uri is not None
+    tracking.setup(recipe.mlflow.tracking_uri, recipe.mlflow.experiment)
+    init_ray(recipe)
+    with tracking.pipeline_run(recipe.name, params=recipe.model_dump(mode="json")) as parent:
+        result = PipelineResult(parent)
+        for name, stage in (
+            ("curate", curate),
+            ("filter-synthetic", filter_synthetic),
+            ("tokenize", tokenize),
+            ("pretrain", pretrain),
+            ("register", register),
+        ):
+            print(f"\n=== lmforge: {name} ===", flush=True)
+            result.stages[name] = stage.run(recipe, parent_run_id=parent)
+        print("\n=== lmforge: serve ===", flush=True)
+        served = serve.run(recipe, parent_run_id=parent, block=False)
+        result.stages["serve"] = served
+        result.base_url = served.output
+    _closing_lines(recipe, result)
+    if keep_serving is None and recipe.serve.blocking:
+        serve._serve_forever()
+    elif not keep_serving:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+    return result
+
+
+def _closing_lines(recipe: Recipe, result: PipelineResult) -> None:
+    uri = recipe.mlflow.tracking_uri or ""
+    ui = (
+        f"mlflow ui --backend-store-uri {uri} --port 5000"
+        if uri.startswith("sqlite:")
+        else f"open {uri} in a browser"
+    )
+    print("\n=== lmforge: done ===")
+    print(f"pipeline MLflow run: {result.run_id} (experiment {recipe.mlflow.experiment!r})")
+    for name, st in result.stages.items():
+        print(f"  {name:17} run {st.run_id}  -> {st.output}")
+    print(f"served answer: {result.stages['serve'].info['answer']!r}")
+    print(f"MLflow UI: {ui}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    from lmforge.cli import app
+
+    app(["run", *sys.argv[1:]], prog_name="python -m lmforge.jobs.pipeline")

@@ -1,0 +1,238 @@
+"""The per-worker pretraining loop that Ray Train runs on every rank.
+
+It reads as a list of steps: build the model, shard it, resume, then
+(step, log, evaluate, checkpoint) until max_steps, then export Hugging Face weights.
+Sharding lives in `sharding.py`; MLflow is touched on rank 0 only, via RunLogger.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.jobs import sharding
+
+
+@dataclass(kw_only=True)
+class LoopConfig:
+    """What each worker needs; built on the driver from the recipe (plain values only)."""
+
+    llama_config: dict[str, Any]  # transformers.LlamaConfig.to_dict()
+    tokenizer_files: dict[str, str]  # file name -> text, written next to the exported weights
+    ds_config: dict[str, Any]
+    use_gpu: bool
+    micro_batch_size: int
+    grad_accum_steps: int
+    seq_len: int
+    max_steps: int
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    weight_decay: float
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    seed: int
+    activation_checkpointing: bool
+    tracking_uri: str | None
+    run_id: str | None
+
+
+def lr_factor(step: int, cfg: LoopConfig) -> float:
+    """Multiplier of cfg.lr at optimizer step `step` (LambdaLR semantics)."""
+    # 1) linear warm-up from ~0 to lr
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    # 2) past the end: hold min_lr
+    if step >= cfg.max_steps:
+        return cfg.min_lr / cfg.lr
+    # 3) in between: cosine decay from lr down to min_lr
+    ratio = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
+    return (cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)) / cfg.lr
+
+
+def batches(shard: Any, batch_size: int, *, repeat: bool) -> Iterator[torch.Tensor]:
+    """(B, T) int64 token batches from a Ray Data shard; epoch after epoch if `repeat`."""
+    while True:
+        got = 0
+        for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+            got += 1
+            yield torch.from_numpy(np.stack(b["input_ids"]).astype(np.int64))
+        if got == 0:
+            raise RuntimeError(
+                f"a worker's data shard holds fewer than micro_batch_size={batch_size} "
+                "sequences; make more data, fewer workers or a smaller batch"
+            )
+        if not repeat:
+            return
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    cfg = LoopConfig(**config)
+    sharding.select_accelerator(cfg.use_gpu)
+    import ray.train
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    logger = _rank0_logger(cfg, rank)
+
+    # 1) model and sharding
+    model = LlamaForCausalLM(LlamaConfig.from_dict(cfg.llama_config))
+    if cfg.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    engine = sharding.wrap(
+        model,
+        cfg.ds_config,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_lambda=lambda s: lr_factor(s, cfg),
+    )
+    device = engine.device
+
+    # 2) resume from the latest DeepSpeed checkpoint Ray Train holds, if any
+    step = 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            _, client_state = engine.load_checkpoint(d, tag="ds")
+            step = int(client_state["step"])
+
+    train_it = batches(ray.train.get_dataset_shard("train"), cfg.micro_batch_size, repeat=True)
+    tokens_per_step = cfg.micro_batch_size * cfg.seq_len * cfg.grad_accum_steps * world
+    t_last, tokens_seen = time.perf_counter(), step * tokens_per_step
+
+    # 3) the loop
+    while step < cfg.max_steps:
+        engine.train()
+        loss_sum = 0.0
+        for _ in range(cfg.grad_accum_steps):
+            x = next(train_it).to(device)  # (B, T)
+            loss = engine(input_ids=x, labels=x).loss  # HF shifts labels inside
+            engine.backward(loss)
+            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
+            loss_sum += loss.item()
+        step += 1
+        tokens_seen += tokens_per_step
+        metrics: dict[str, float] = {}
+
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            dt = time.perf_counter() - t_last
+            n_steps = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
+            metrics |= {
+                "train_loss": loss_sum / cfg.grad_accum_steps,
+                "lr": engine.get_lr()[0],
+                "tokens": tokens_seen,
+                "tokens_per_s": n_steps * tokens_per_step / dt,
+            }
+            t_last = time.perf_counter()
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            metrics["val_loss"] = evaluate(engine, cfg, device)
+
+        if metrics:
+            metrics["step"] = step
+            if logger is not None:
+                logger.log(metrics, step)
+            if rank == 0:
+                _progress(step, cfg.max_steps, metrics)
+        if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            _save_checkpoint(engine, step, metrics)
+        elif metrics:
+            ray.train.report(metrics)
+
+    # 4) export the final weights in Hugging Face format, written by rank 0 only
+    _export_hf(engine, model, cfg, rank, {"step": step, "checkpoint_kind": 1.0})
+
+
+def evaluate(engine: Any, cfg: LoopConfig, device: torch.device) -> float:
+    """Mean loss over up to eval_batches validation micro-batches, averaged over ranks."""
+    import ray.train
+    import torch.distributed as dist
+
+    engine.eval()
+    total, count = torch.zeros(2, dtype=torch.float64)
+    shard = ray.train.get_dataset_shard("val") if _has_val() else None
+    if shard is not None:
+        with torch.no_grad():
+            for i, x in enumerate(batches(shard, cfg.micro_batch_size, repeat=False)):
+                if i >= cfg.eval_batches:
+                    break
+                total += engine(input_ids=x.to(device), labels=x.to(device)).loss.item()
+                count += 1
+    t = torch.tensor([float(total), float(count)], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(t)  # every rank joins, even one whose shard was empty
+    return float(t[0] / t[1]) if t[1] > 0 else float("nan")
+
+
+def _has_val() -> bool:
+    import ray.train
+
+    try:
+        ray.train.get_dataset_shard("val")
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def _save_checkpoint(engine: Any, step: int, metrics: dict[str, float]) -> None:
+    """Every rank writes its ZeRO shard into one directory; Ray Train uploads them all
+    to the same checkpoint in the run's storage."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        engine.save_checkpoint(d, tag="ds", client_state={"step": step})
+        ray.train.report(
+            {**metrics, "step": step, "checkpoint_kind": 0.0},
+            checkpoint=ray.train.Checkpoint.from_directory(d),
+        )
+
+
+def _export_hf(
+    engine: Any, model: torch.nn.Module, cfg: LoopConfig, rank: int, metrics: dict[str, float]
+) -> None:
+    import ray.train
+
+    state = sharding.full_state_dict(engine)  # a collective under ZeRO-3: all ranks call it
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0 and state is not None:
+            model.save_pretrained(d, state_dict=state, safe_serialization=True)
+            for name, text in cfg.tokenizer_files.items():
+                with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+                    f.write(text)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _rank0_logger(cfg: LoopConfig, rank: int) -> Any:
+    if rank != 0 or not cfg.run_id or not cfg.tracking_uri:
+        return None
+    from lmforge.platform.tracking import RunLogger
+
+    return RunLogger(cfg.tracking_uri, cfg.run_id)
+
+
+def _progress(step: int, max_steps: int, m: dict[str, float]) -> None:
+    parts = [f"step {step}/{max_steps}"]
+    if "train_loss" in m:
+        parts += [
+            f"loss {m['train_loss']:.4f}",
+            f"lr {m['lr']:.2e}",
+            f"{m['tokens_per_s']:,.0f} tok/s",
+            f"{int(m['tokens']):,} tokens",
+        ]
+    if "val_loss" in m:
+        parts.append(f"val_loss {m['val_loss']:.4f}")
+    print(f"[lmforge pretrain] {' | '.join(parts)}", flush=True)

@@ -1,0 +1,56 @@
+"""Exact deduplication through a Ray Data groupby: no step holds the corpus on one node.
+
+Rows are grouped by a hash of their normalized text; in each group the row with the
+smallest id is kept (deterministic whatever the input order), the others are dropped
+with reason `exact_duplicate` and the id they duplicate in `meta`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from lmforge.pipelines.records import KEPT, to_table
+
+KEY = "_dedup_key"
+
+
+def text_key(text: str) -> str:
+    # case and whitespace folded: "Hello  World" and "hello world" are one document
+    return hashlib.blake2b(" ".join(text.lower().split()).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def add_key(batch: pa.Table) -> pa.Table:
+    """Kept rows get their text hash; others a key of their own, so they pass alone."""
+    keys = [
+        text_key(t) if f == KEPT else f"~{f}:{i}"
+        for t, f, i in zip(
+            batch["text"].to_pylist(), batch["fate"].to_pylist(), batch["id"].to_pylist(), strict=True
+        )
+    ]
+    return batch.append_column(KEY, pa.array(keys, pa.string()))
+
+
+def resolve_group(group: pa.Table) -> pa.Table:
+    """All rows sharing one key: keep the smallest id, drop the rest."""
+    table = group.drop_columns([KEY])
+    if table.num_rows == 1:
+        return table
+    rows = sorted(table.to_pylist(), key=lambda r: r["id"])
+    first = rows[0]
+    for row in rows[1:]:
+        meta = json.loads(row["meta"]) if row["meta"] else {}
+        meta["duplicate_of"] = first["id"]
+        row.update(
+            fate="dropped", step="exact_dedup", reason="exact_duplicate", meta=json.dumps(meta)
+        )
+    return to_table(rows)
+
+
+def exact_dedup(ds: Any) -> Any:
+    """Ray Dataset -> the same rows, duplicates among kept rows marked dropped."""
+    keyed = ds.map_batches(add_key, batch_format="pyarrow", zero_copy_batch=True)
+    return keyed.groupby(KEY).map_groups(resolve_group, batch_format="pyarrow")

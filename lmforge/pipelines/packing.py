@@ -1,0 +1,72 @@
+"""Tokenize documents and pack them into fixed-length training sequences.
+
+Each document is encoded and followed by the end-of-text token; the stream of a batch
+is cut into rows of exactly `seq_len` tokens. A row records where documents start
+inside it (`doc_starts`), so document-masked attention can be added later without
+re-tokenizing. The tail of a batch that does not fill a row is dropped; documents that
+start in it are the difference between documents read and `doc_starts` written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+SEQ_SCHEMA_FIELDS = [
+    ("input_ids", pa.list_(pa.int32())),  # (seq_len,)
+    ("doc_starts", pa.list_(pa.int32())),  # offsets where a document begins in this row
+]
+SEQ_SCHEMA = pa.schema(SEQ_SCHEMA_FIELDS)
+
+
+def is_validation(doc_id: str, fraction: float) -> bool:
+    """Deterministic document-level split: the same id always lands in the same split."""
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest(), "big")
+    return (h % 1_000_000) < fraction * 1_000_000
+
+
+def pack(docs: list[list[int]], eos_id: int, seq_len: int) -> pa.Table:
+    """Concatenate docs (each + EOS) and cut into rows of seq_len tokens."""
+    lengths = [len(d) + 1 for d in docs]
+    stream = np.empty(sum(lengths), dtype=np.int32)
+    starts = np.zeros(len(docs), dtype=np.int64)
+    pos = 0
+    for i, d in enumerate(docs):
+        starts[i] = pos
+        stream[pos : pos + len(d)] = d
+        stream[pos + len(d)] = eos_id
+        pos += len(d) + 1
+    n_rows = len(stream) // seq_len
+    rows = stream[: n_rows * seq_len].reshape(n_rows, seq_len)
+    # document starts per row, as offsets inside that row
+    row_of_start = starts // seq_len
+    doc_starts = [
+        (starts[row_of_start == r] - r * seq_len).astype(np.int32).tolist() for r in range(n_rows)
+    ]
+    return pa.table(
+        {
+            "input_ids": pa.array(rows.tolist(), pa.list_(pa.int32())),
+            "doc_starts": pa.array(doc_starts, pa.list_(pa.int32())),
+        },
+        schema=SEQ_SCHEMA,
+    )
+
+
+class TokenizePack:
+    """Ray Data callable class: the tokenizer is built once per actor, in __init__.
+
+    It travels as its JSON text rather than a path, so actors on any node have it.
+    """
+
+    def __init__(self, tokenizer_json: str, eos_id: int, seq_len: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_str(tokenizer_json)
+        self.eos_id = eos_id
+        self.seq_len = seq_len
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        encodings = self.tok.encode_batch(batch["text"].to_pylist(), add_special_tokens=False)
+        return pack([e.ids for e in encodings], self.eos_id, self.seq_len)

@@ -1,0 +1,39 @@
+"""The MLflow pyfunc model that `registry.register` logs (models-from-code: no pickle).
+
+`mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(["prompt", ...])` returns
+one completion per prompt, so the registered model is usable by any MLflow tool;
+lmforge's own server loads the Hugging Face folder directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class CausalLMModel(PythonModel):
+    def load_context(self, context: Any) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = context.artifacts["hf_model"]
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path)
+        self.model.eval()
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        import torch
+
+        prompts = model_input if isinstance(model_input, list) else list(model_input.iloc[:, 0])
+        max_new = int((params or {}).get("max_new_tokens", 32))
+        out = []
+        for prompt in prompts:
+            ids = self.tokenizer(str(prompt), return_tensors="pt").input_ids
+            with torch.no_grad():
+                gen = self.model.generate(ids, max_new_tokens=max_new, do_sample=False)
+            out.append(self.tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+        return out
+
+
+mlflow.models.set_model(CausalLMModel())

@@ -1,0 +1,146 @@
+"""Everything lmforge says to MLflow goes through this module (plus `registry.py`).
+
+A stage runs inside `stage_run(...)`: one MLflow run, a child of the pipeline run when
+there is one. Inputs are recorded with their producing run (read from the input's
+`manifest.json`), so any output can be traced back to the data and run that made it.
+Training workers log from rank 0 only, through `RunLogger`, by run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from lmforge.platform.storage import read_manifest
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def setup(tracking_uri: str, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is not None:
+        mlflow.set_experiment(experiment)
+        return str(exp.experiment_id)
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        # keep a local store's artifacts beside its database, not in ./mlruns of the cwd
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        location = (db.parent / "mlartifacts").as_uri()
+    exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    return str(exp_id)
+
+
+@contextmanager
+def stage_run(
+    stage: str, *, params: dict[str, Any], parent_run_id: str | None = None
+) -> Iterator[str]:
+    """An MLflow run for one stage; yields its run id. Failures mark the run FAILED."""
+    parent = parent_run_id or os.environ.get("LMFORGE_PARENT_RUN_ID")
+    tags = {"lmforge.stage": stage}
+    if parent:
+        tags[PARENT_TAG] = parent
+    with mlflow.start_run(run_name=stage, tags=tags, nested=bool(parent)) as run:
+        mlflow.log_params(_flatten(params))
+        yield run.info.run_id
+
+
+@contextmanager
+def pipeline_run(name: str, *, params: dict[str, Any]) -> Iterator[str]:
+    """The parent run of `lmforge run`; stages started inside become its children."""
+    with mlflow.start_run(run_name=name, tags={"lmforge.stage": "pipeline"}) as run:
+        mlflow.log_params(_flatten(params))
+        yield run.info.run_id
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: str, artifact_path: str | None = None) -> None:
+    if Path(path).is_dir():
+        mlflow.log_artifacts(path, artifact_path)
+    else:
+        mlflow.log_artifact(path, artifact_path)
+
+
+def log_dict(data: dict[str, Any], name: str) -> None:
+    mlflow.log_dict(data, name)
+
+
+def log_figure(figure: Any, name: str) -> None:
+    mlflow.log_figure(figure, name)
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric of a run."""
+    return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def record_inputs(uris: list[str], *, context: str = "input") -> list[str]:
+    """Tag the active run with each input and the run that produced it; log them as
+    MLflow dataset inputs. Returns the producing run ids that were found."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    producers: list[str] = []
+    for i, uri in enumerate(uris):
+        manifest = read_manifest(uri)
+        producer = (manifest or {}).get("mlflow_run_id")
+        tags = {f"lmforge.input.{i}.uri": uri}
+        if producer:
+            tags[f"lmforge.input.{i}.run_id"] = producer
+            producers.append(producer)
+        set_tags(tags)
+        # HTTPDatasetSource only stores the string: it is the one source type that
+        # accepts local paths and s3:// alike without reading them.
+        digest = (manifest or {}).get("digest")
+        ds = MetaDataset(HTTPDatasetSource(uri), name=Path(uri.rstrip("/")).name, digest=digest)
+        mlflow.log_input(ds, context=context)
+    if producers:
+        set_tags({"lmforge.consumed_runs": ",".join(producers)})
+    return producers
+
+
+class RunLogger:
+    """Logs metrics to an existing run by id, from a process without an active run
+    (rank 0 of a Ray Train worker group)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        now = get_current_time_millis()
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            text = json.dumps(v) if isinstance(v, list) else str(v)
+            out[key] = text[:6000]  # MLflow's limit on a param value
+    return out

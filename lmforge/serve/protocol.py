@@ -1,0 +1,275 @@
+"""OpenAI-compatible request and response models for the serving API.
+
+Requests are validated by these models, so a wrong type, a missing field or an
+unsupported option becomes a 400 with `param` naming the field (see `app.py`). Responses
+follow the shapes the official `openai` client parses: `text_completion`,
+`chat.completion`, their streamed chunks, the model list and the error envelope.
+Unknown request fields are ignored, as vLLM does, so clients that send newer options
+still work.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FinishReason = Literal["stop", "length"]
+
+# OpenAI accepts at most four stop sequences; more is a client bug worth reporting.
+MAX_STOP_SEQUENCES = 4
+
+
+def _normalise_stop(value: str | list[str] | None) -> list[str] | None:
+    """`stop` as a list of non-empty strings (OpenAI accepts a string or a list)."""
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else value
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are supported")
+    if any(not s for s in stops):
+        raise ValueError("stop sequences must be non-empty strings")
+    return stops
+
+
+class StreamOptions(BaseModel):
+    """`stream_options`: whether the last streamed chunk carries token usage."""
+
+    include_usage: bool = Field(False, description="Send a final chunk with `usage`.")
+
+
+class _Request(BaseModel):
+    """Fields shared by both generation endpoints."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="Served model name; must match the deployment's.")
+    temperature: float = Field(
+        1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy decoding."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    n: int = Field(1, description="Number of choices; only 1 is supported.")
+    stop: str | list[str] | None = Field(
+        None, description="Up to four sequences that end generation (not returned)."
+    )
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**64 - 1, description="Seed for reproducible sampling."
+    )
+    stream: bool = Field(False, description="Stream Server-Sent Events instead of JSON.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    user: str | None = Field(None, description="End-user id; accepted and ignored.")
+
+    @field_validator("n")
+    @classmethod
+    def _only_one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("only n=1 is supported")
+        return n
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: str | list[str] | None) -> list[str] | None:
+        return _normalise_stop(value)
+
+    @property
+    def stop_list(self) -> list[str] | None:
+        """`stop` after validation, always a list (or None)."""
+        return self.stop if self.stop is None or isinstance(self.stop, list) else [self.stop]
+
+
+class CompletionRequest(_Request):
+    """Body of `POST /v1/completions`."""
+
+    prompt: str | list[str] = Field(description="The prompt: a string or a list of one.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    echo: bool = Field(False, description="Not supported; must be false.")
+    logprobs: int | None = Field(None, description="Not supported; must be null.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _single_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+        # Batched prompts would need n*len(prompt) choices; keep the contract narrow.
+        if isinstance(prompt, list) and len(prompt) != 1:
+            raise ValueError("exactly one prompt is supported")
+        return prompt
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise ValueError("echo is not supported")
+        return echo
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: int | None) -> int | None:
+        if logprobs is not None:
+            raise ValueError("logprobs are not supported")
+        return logprobs
+
+    @property
+    def prompt_text(self) -> str:
+        """The single prompt string."""
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+class TextPart(BaseModel):
+    """A text content part; other part types (images, audio) are rejected."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One input message. `developer` is OpenAI's newer name for `system`."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def as_template_message(self) -> dict[str, str]:
+        """The `{"role", "content"}` dict a chat template expects (content as text)."""
+        text = self.content
+        if isinstance(text, list):
+            # Same joining rule as vLLM: text parts become lines of one message.
+            text = "\n".join(part.text for part in text)
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": text}
+
+
+class ChatCompletionRequest(_Request):
+    """Body of `POST /v1/chat/completions`."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation.")
+    max_tokens: int | None = Field(None, ge=1, description="Deprecated alias.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    logprobs: bool = Field(False, description="Not supported; must be false.")
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, logprobs: bool) -> bool:
+        if logprobs:
+            raise ValueError("logprobs are not supported")
+        return logprobs
+
+    @property
+    def token_limit(self) -> int | None:
+        """`max_completion_tokens`, falling back to the older `max_tokens`."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+# ---- responses -------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    """Token counts, from the served model's own tokenizer."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    """A choice of a completion, or its increment inside a streamed chunk."""
+
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: FinishReason | None
+
+
+class Completion(BaseModel):
+    """`text_completion`: the whole response, or one streamed chunk of it."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class AssistantMessage(BaseModel):
+    """The generated message of a chat choice."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+
+
+class ChatChoice(BaseModel):
+    """A choice of a (non-streamed) chat completion."""
+
+    index: int = 0
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    """`chat.completion`: the whole response to a non-streamed chat request."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    """The increment of a streamed message; unset fields are left out of the JSON."""
+
+    role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda v: v is None)
+    content: str | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class ChatChunkChoice(BaseModel):
+    """A choice inside a `chat.completion.chunk`."""
+
+    index: int = 0
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """`chat.completion.chunk`: one Server-Sent Event of a streamed chat response."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    """One entry of `GET /v1/models`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "lmforge"
+
+
+class ModelList(BaseModel):
+    """`GET /v1/models`."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    """The inner object of OpenAI's error envelope."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """`{"error": {...}}`: the body of every non-2xx response."""
+
+    error: ErrorBody
