@@ -54,12 +54,16 @@ def resolve_model_dir(model: str) -> str:
             raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {model}")
         return model
     import mlflow
+    import yaml
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model)
-    found = [p.parent for p in Path(local).rglob("config.json") if p.parent.name == HF_ARTIFACT]
-    if not found:
-        raise FileNotFoundError(f"{model} holds no {HF_ARTIFACT}/ folder with config.json")
-    return str(found[0])
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+    # the MLmodel file says where the `hf_model` artifact landed inside the model
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+    try:
+        rel = mlmodel["flavors"]["python_function"]["artifacts"][HF_ARTIFACT]["path"]
+    except (KeyError, TypeError):
+        raise FileNotFoundError(f"{model} has no {HF_ARTIFACT!r} artifact") from None
+    return str(local / rel)
 
 
 def model_version_info(model: str) -> dict[str, str]:

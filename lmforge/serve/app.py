@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from ray import serve
+from ray.exceptions import TaskCancelledError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.serve.engine import Engine, GenerationDelta, HFEngine
@@ -123,8 +124,13 @@ async def _on_openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the replica log, never to the client.
-    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    if isinstance(exc, TaskCancelledError):
+        # Serve cancels the request when its client disconnects (e.g. mid-stream): not a
+        # server fault, and nobody is left to read the response.
+        logger.info("%s %s: client disconnected", request.method, request.url.path)
+    else:
+        # The traceback goes to the replica log, never to the client.
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     message = f"The server had an error while processing your request ({type(exc).__name__})."
     return error_response(500, ErrorBody(message=message, type="server_error"))
 
