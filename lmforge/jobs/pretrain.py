@@ -52,14 +52,10 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 
     with stage_context("pretrain", recipe, params, parent_run_id=parent_run_id) as run_id:
         tracking.record_inputs([tokens])
-        train = ray.data.read_parquet(
-            storage.join(tokens, "train"), file_extensions=["parquet"], columns=["input_ids"]
-        )
+        train = _read_split(tokens, "train")
         datasets = {"train": train}
         if manifest["splits"]["val"]["sequences"] > 0:
-            datasets["val"] = ray.data.read_parquet(
-                storage.join(tokens, "val"), file_extensions=["parquet"], columns=["input_ids"]
-            )
+            datasets["val"] = _read_split(tokens, "val")
         loop = LoopConfig(
             llama_config=llama.to_dict(),
             tokenizer_files=_tokenizer_files(storage.join(tokens, "tokenizer")),
@@ -128,6 +124,13 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         )
         tracking.set_tags({"lmforge.output": model_dir})
     return StageResult("pretrain", run_id, model_dir, metrics)
+
+
+def _read_split(tokens: str, split: str) -> Any:
+    import ray.data
+
+    folder = storage.join(tokens, split)
+    return ray.data.read_parquet(folder, file_extensions=["parquet"]).select_columns(["input_ids"])
 
 
 def _worker_env(use_gpu: bool) -> dict[str, str]:

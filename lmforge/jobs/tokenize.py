@@ -35,7 +35,9 @@ def read_documents(inputs: list[str]) -> Any:
     parts = []
     for uri in inputs:
         folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
-        ds = ray.data.read_parquet(folder, file_extensions=["parquet"], columns=["id", "text"])
+        ds = ray.data.read_parquet(folder, file_extensions=["parquet"]).select_columns(
+            ["id", "text"]
+        )
         parts.append(ds)
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 

@@ -22,7 +22,8 @@ class CausalLMModel(PythonModel):
         self.model = AutoModelForCausalLM.from_pretrained(path)
         self.model.eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # no type hints here: MLflow would read them as a schema to enforce
         import torch
 
         prompts = model_input if isinstance(model_input, list) else list(model_input.iloc[:, 0])
