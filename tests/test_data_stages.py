@@ -60,7 +60,9 @@ def test_curate_accounts_for_every_record(tmp_path: Path) -> None:
     with gzip.open(src / "b.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write(json.dumps({"id": "gz-1", "text": "Gzip\u00a0text   with  spaces. " + LONG}) + "\n")
     (src / "c.txt").write_text("Plain text file.\r\n\r\n\r\n\r\n" + LONG, encoding="utf-8")
-    pq.write_table(pa.table({"id": ["pq-1", "pq-2"], "text": [LONG + " parquet", None]}), src / "d.parquet")
+    pq.write_table(
+        pa.table({"id": ["pq-1", "pq-2"], "text": [LONG + " parquet", None]}), src / "d.parquet"
+    )
 
     result = curate.run(recipe_for(tmp_path, "curate", [str(src)]))
     out = tmp_path / "out"
@@ -119,14 +121,35 @@ def test_filter_synthetic_on_shipped_and_real_data(tmp_path: Path) -> None:
     bad.write_text(
         "\n".join(
             [
-                json.dumps({"id": "s-1", "conversations": [{"from": "human", "value": "Hi"},
-                                                          {"from": "gpt", "value": "Hello!"}]}),
+                json.dumps(
+                    {
+                        "id": "s-1",
+                        "conversations": [
+                            {"from": "human", "value": "Hi"},
+                            {"from": "gpt", "value": "Hello!"},
+                        ],
+                    }
+                ),
                 json.dumps({"id": "s-2", "prompt": "unknown shape"}),
-                json.dumps({"id": "s-3", "instruction": "Who are you?",
-                            "output": "I am ChatGPT, a language model trained by OpenAI."}),
-                json.dumps({"id": "s-4", "messages": [{"role": "user", "content": "Write a poem"},
-                            {"role": "assistant", "content": "As an AI language model, I cannot "
-                             "write poems."}]}),
+                json.dumps(
+                    {
+                        "id": "s-3",
+                        "instruction": "Who are you?",
+                        "output": "I am ChatGPT, a language model trained by OpenAI.",
+                    }
+                ),
+                json.dumps(
+                    {
+                        "id": "s-4",
+                        "messages": [
+                            {"role": "user", "content": "Write a poem"},
+                            {
+                                "role": "assistant",
+                                "content": "As an AI language model, I cannot write poems.",
+                            },
+                        ],
+                    }
+                ),
                 "[broken",
             ]
         )

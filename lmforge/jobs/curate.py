@@ -1,6 +1,6 @@
 """`curate`: raw documents -> clean, deduplicated Parquet, every record accounted for.
 
-    python -m lmforge.jobs.curate --input DATA --output DIR [--config RECIPE] [--set K=V]
+python -m lmforge.jobs.curate --input DATA --output DIR [--config RECIPE] [--set K=V]
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         )
         rows = rows.map_batches(steps, batch_format="pyarrow")
         rows = exact_dedup(rows)
-        manifest = write_stage_output(
-            rows, output, stage="curate", inputs=inputs, run_id=run_id
-        )
+        manifest = write_stage_output(rows, output, stage="curate", inputs=inputs, run_id=run_id)
         metrics = log_data_stage(manifest, output)
     return StageResult("curate", run_id, output, metrics, {"manifest": manifest})
 

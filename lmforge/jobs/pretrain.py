@@ -30,7 +30,6 @@ def validate(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
-    import ray.data
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -100,12 +99,14 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 # DeepSpeed reads these in every worker; gloo on CPU, NCCL on GPUs
                 worker_runtime_env={"env_vars": _worker_env(cfg.use_gpu)},
-            ),
+            ),  # type: ignore[call-arg]  # mypy sees Train V1's RunConfig; V2 runs
             datasets=datasets,
         )
         result = trainer.fit()
         model_dir = storage.join(output, "model")
         storage.remove(model_dir)
+        if result.checkpoint is None:
+            raise RuntimeError("pretrain: training ended without the final model checkpoint")
         result.checkpoint.to_directory(model_dir)
         metrics = _final_metrics(result)
         tracking.log_metrics({**metrics, "params": float(sizing.params)})

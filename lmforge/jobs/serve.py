@@ -68,7 +68,9 @@ def ask(base_url: str, model: str, question: str, max_tokens: int) -> Any:
     )
 
 
-def run(recipe: Recipe, *, parent_run_id: str | None = None, block: bool | None = None) -> StageResult:
+def run(
+    recipe: Recipe, *, parent_run_id: str | None = None, block: bool | None = None
+) -> StageResult:
     cfg = recipe.serve
     assert cfg.model is not None and cfg.served_model_name is not None
     validate(recipe)

@@ -200,7 +200,7 @@ def _save_checkpoint(engine: Any, step: int, metrics: dict[str, float]) -> None:
 
 
 def _export_hf(
-    engine: Any, model: torch.nn.Module, cfg: LoopConfig, rank: int, metrics: dict[str, float]
+    engine: Any, model: Any, cfg: LoopConfig, rank: int, metrics: dict[str, float]
 ) -> None:
     import ray.train
 

@@ -20,7 +20,9 @@ KEY = "_dedup_key"
 
 def text_key(text: str) -> str:
     # case and whitespace folded: "Hello  World" and "hello world" are one document
-    return hashlib.blake2b(" ".join(text.lower().split()).encode("utf-8"), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        " ".join(text.lower().split()).encode("utf-8"), digest_size=16
+    ).hexdigest()
 
 
 def add_key(batch: pa.Table) -> pa.Table:
@@ -28,7 +30,10 @@ def add_key(batch: pa.Table) -> pa.Table:
     keys = [
         text_key(t) if f == KEPT else f"~{f}:{i}"
         for t, f, i in zip(
-            batch["text"].to_pylist(), batch["fate"].to_pylist(), batch["id"].to_pylist(), strict=True
+            batch["text"].to_pylist(),
+            batch["fate"].to_pylist(),
+            batch["id"].to_pylist(),
+            strict=True,
         )
     ]
     return batch.append_column(KEY, pa.array(keys, pa.string()))

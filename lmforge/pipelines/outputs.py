@@ -138,7 +138,9 @@ def _reasons(ds: Any, fate: str, column: str) -> dict[str, int]:
 def _tally(batch: pa.Table, fate: str, column: str) -> pa.Table:
     rows = batch.filter(pc.equal(batch["fate"], fate))
     steps, values = rows["step"].to_pylist(), rows[column].to_pylist()
-    keys = Counter(s if column == "step" else f"{s}/{v}" for s, v in zip(steps, values, strict=True))
+    keys = Counter(
+        s if column == "step" else f"{s}/{v}" for s, v in zip(steps, values, strict=True)
+    )
     return pa.table({"key": list(keys), "n": list(keys.values())}, schema=_TALLY)
 
 

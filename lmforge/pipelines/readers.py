@@ -65,7 +65,7 @@ def read_rows(
 
     from lmforge.pipelines.builtin_corpus import builtin_bytes
 
-    parts = []
+    parts: list[Any] = []
     for uri in [u for u in inputs if u.startswith("builtin:")]:
         # made on the driver and handed over: no file that other nodes would lack
         name, data = builtin_bytes(uri.removeprefix("builtin:"), max_builtin_docs)

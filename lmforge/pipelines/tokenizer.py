@@ -8,7 +8,7 @@ exported model loads with `AutoTokenizer.from_pretrained` in any HF-compatible t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -69,4 +69,5 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """Load a tokenizer directory written by `save_pretrained`."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)  # type: ignore[no-any-return]
+    tok: Any = AutoTokenizer.from_pretrained(path)
+    return tok

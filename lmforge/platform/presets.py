@@ -47,7 +47,7 @@ class ModelPreset:
             num_attention_heads=self.num_heads,
             num_key_value_heads=self.num_kv_heads,
             max_position_embeddings=self.max_seq_len,
-            rope_theta=self.rope_theta,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
             tie_word_embeddings=self.tie_embeddings,
             bos_token_id=eos_token_id,
             eos_token_id=eos_token_id,
@@ -61,28 +61,53 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     # ~0.1M non-embedding parameters: tests and CI, seconds per step on 2 CPU cores.
     "tiny": ModelPreset(
-        hidden_size=64, intermediate_size=172, num_layers=2, num_heads=4, num_kv_heads=4,
-        max_seq_len=512, tie_embeddings=True,
+        hidden_size=64,
+        intermediate_size=172,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=4,
+        max_seq_len=512,
+        tie_embeddings=True,
     ),
     # ~2M parameters: the laptop demo, a few minutes on 2 CPU cores.
     "demo": ModelPreset(
-        hidden_size=192, intermediate_size=512, num_layers=4, num_heads=6, num_kv_heads=6,
-        max_seq_len=1024, tie_embeddings=True,
+        hidden_size=192,
+        intermediate_size=512,
+        num_layers=4,
+        num_heads=6,
+        num_kv_heads=6,
+        max_seq_len=1024,
+        tie_embeddings=True,
     ),
     # Llama-3.2-1B's shape: fits one 80 GB GPU with ZeRO-1 and bf16.
     "1b": ModelPreset(
-        hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8,
-        max_seq_len=8192, rope_theta=500_000.0, tie_embeddings=True,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        max_seq_len=8192,
+        rope_theta=500_000.0,
+        tie_embeddings=True,
     ),
     # Llama-2-7B's shape: one 8xH100 node with ZeRO-3.
     "7b": ModelPreset(
-        hidden_size=4096, intermediate_size=11008, num_layers=32, num_heads=32, num_kv_heads=32,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=32,
         max_seq_len=4096,
     ),
     # The MAI-1 scale plan (~500B dense parameters): many 8xH100 nodes, ZeRO-3.
     "500b": ModelPreset(
-        hidden_size=16384, intermediate_size=53248, num_layers=148, num_heads=128,
-        num_kv_heads=8, max_seq_len=8192, rope_theta=500_000.0,
+        hidden_size=16384,
+        intermediate_size=53248,
+        num_layers=148,
+        num_heads=128,
+        num_kv_heads=8,
+        max_seq_len=8192,
+        rope_theta=500_000.0,
     ),
 }
 

@@ -36,14 +36,16 @@ def register(hf_dir: str, *, name: str, alias: str) -> Registered:
         python_model=PYFUNC_CODE,
         artifacts={HF_ARTIFACT: hf_dir},
         # listed, not inferred: inference would import and load the model to trace it
-        pip_requirements=["torch", "transformers>=4.50", "safetensors", "tokenizers"],
+        pip_requirements=["torch", "transformers>=5", "safetensors", "tokenizers"],
         registered_model_name=name,
     )
     client = MlflowClient()
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
     run = mlflow.active_run()
-    return Registered(name, version, alias, f"models:/{name}@{alias}", run.info.run_id if run else "")
+    return Registered(
+        name, version, alias, f"models:/{name}@{alias}", run.info.run_id if run else ""
+    )
 
 
 def resolve_model_dir(model: str) -> str:

@@ -110,7 +110,8 @@ def record_inputs(uris: list[str], *, context: str = "input") -> list[str]:
         # HTTPDatasetSource only stores the string: it is the one source type that
         # accepts local paths and s3:// alike without reading them.
         digest = (manifest or {}).get("digest")
-        ds = MetaDataset(HTTPDatasetSource(uri), name=Path(uri.rstrip("/")).name, digest=digest)
+        name = Path(uri.rstrip("/")).name
+        ds = MetaDataset(HTTPDatasetSource(uri), name=name, digest=digest)  # type: ignore[abstract]
         mlflow.log_input(ds, context=context)
     if producers:
         set_tags({"lmforge.consumed_runs": ",".join(producers)})

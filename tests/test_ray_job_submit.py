@@ -1,0 +1,104 @@
+"""A stage submitted with `ray job submit` to a `ray start --head` cluster on loopback,
+with Ray 2.60's token authentication on, as a user on a laptop would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, ROOT, free_port
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path):
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    # --block keeps the head in this process group, so the test stops exactly this cluster
+    proc = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=2",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=open(tmp_path / "ray-head.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 180
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            break
+        except OSError as e:
+            if getattr(e, "code", None) in (401, 403):
+                break  # up, and asking for the token
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError((tmp_path / "ray-head.log").read_text()[-3000:])
+        time.sleep(2)
+    yield address, env
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+
+
+def test_curate_submitted_as_a_ray_job(ray_head, tmp_path: Path) -> None:
+    address, env = ray_head
+    corpus = tmp_path / "corpus.jsonl"
+    text = "A document long enough to be kept by the curate stage of lmforge. " * 5
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": f"{i} {text}"}) + "\n" for i in range(30))
+        + "{broken\n"
+    )
+    out = tmp_path / "curated"
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "-m",
+        "lmforge.jobs.curate",
+        "--input",
+        str(corpus),
+        "--output",
+        str(out),
+        "--set",
+        f"workdir={tmp_path / 'work'}",
+        "--set",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+    ]
+    # without RAY_AUTH_MODE=token the CLI does not send the token and is refused
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "auth" in (refused.stdout + refused.stderr).lower()
+
+    proc = subprocess.run(
+        cmd, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "succeeded" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"read": 31, "kept": 30, "dropped": 0, "quarantined": 1}
+    assert list((out / "kept").glob("*.parquet"))
