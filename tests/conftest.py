@@ -68,28 +68,30 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    import urllib.request
-
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log = (root / "server.log").read_text()[-3000:]
-            raise RuntimeError(f"mlflow server did not start:\n{log}")
-        time.sleep(1)
+    wait_for_http(f"{url}/health", proc, root / "server.log")
     yield url
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll `url` until it answers (any HTTP status: 401 means up and asking for a token);
+    fail with the server's log if the process dies or time runs out."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(1)
 
 
 def lmforge_cmd() -> list[str]:

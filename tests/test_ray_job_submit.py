@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, free_port
+from conftest import BIN, ROOT, free_port, wait_for_http
 
 
 @pytest.fixture
@@ -20,6 +20,16 @@ def ray_head(tmp_path: Path):
     gcs, dash = free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    # the documented first step: a token in ~/.ray/auth_token (kept if one exists); with
+    # it, `ray start --head` turns token authentication on
+    subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    env["RAY_AUTH_MODE"] = "token"
     # --block keeps the head in this process group, so the test stops exactly this cluster
     proc = subprocess.Popen(
         [
@@ -41,19 +51,7 @@ def ray_head(tmp_path: Path):
         start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 180
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except OSError as e:
-            if getattr(e, "code", None) in (401, 403):
-                break  # up, and asking for the token
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError((tmp_path / "ray-head.log").read_text()[-3000:])
-        time.sleep(2)
+    wait_for_http(f"{address}/api/version", proc, tmp_path / "ray-head.log")
     yield address, env
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=120)
@@ -90,13 +88,17 @@ def test_curate_submitted_as_a_ray_job(ray_head, tmp_path: Path) -> None:
         f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
     ]
     # without RAY_AUTH_MODE=token the CLI does not send the token and is refused
-    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    no_mode = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+    refused = subprocess.run(cmd, env=no_mode, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0
     assert "auth" in (refused.stdout + refused.stderr).lower()
 
-    proc = subprocess.run(
-        cmd, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=600
-    )
+    # the dashboard answers before the head's job agent is ready: retry only that case
+    for _ in range(30):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in proc.stderr:
+            break
+        time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "succeeded" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())

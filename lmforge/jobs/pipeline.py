@@ -70,7 +70,8 @@ def _closing_lines(recipe: Recipe, result: PipelineResult) -> None:
     print(f"pipeline MLflow run: {result.run_id} (experiment {recipe.mlflow.experiment!r})")
     for name, st in result.stages.items():
         print(f"  {name:17} run {st.run_id}  -> {st.output}")
-    print(f"served answer: {result.stages['serve'].info['answer']!r}")
+    answer = " ".join(result.stages["serve"].info["answer"].split())
+    print(f"served answer ({recipe.serve.served_model_name}): {answer!r}")
     print(f"MLflow UI: {ui}")
     sys.stdout.flush()
 

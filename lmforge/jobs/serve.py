@@ -101,7 +101,9 @@ def run(
         tracking.set_tags({"lmforge.endpoint": base_url})
     print(f"[lmforge serve] {cfg.served_model_name} at {base_url}", flush=True)
     print(f"[lmforge serve] Q: {cfg.demo_prompt}", flush=True)
-    print(f"[lmforge serve] A: {answer}", flush=True)
+    # the answer of a tiny model often starts with blank lines: show its text, indented
+    shown = "\n    ".join(line for line in answer.strip().splitlines() if line.strip())
+    print(f"[lmforge serve] A: {shown or repr(answer)}", flush=True)
     if cfg.blocking if block is None else block:
         _serve_forever()
     return StageResult("serve", run_id, base_url, metrics, {"answer": answer, "base_url": base_url})
