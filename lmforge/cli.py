@@ -8,12 +8,13 @@ Configuration errors print one line naming the problem and exit 2 before Ray sta
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lmforge.platform.config import ConfigError, Recipe, load_recipe
+from lmforge.platform.config import STAGE_SECTIONS, ConfigError, Recipe, load_recipe
 
 STAGE_MODULES = {
     "curate": "lmforge.jobs.curate",
@@ -23,6 +24,7 @@ STAGE_MODULES = {
     "register": "lmforge.jobs.register",
     "serve": "lmforge.jobs.serve",
 }
+DECONTAM_STAGES = {"curate"}
 STAGE_HELP = {
     "curate": "Read raw documents, normalize, filter and deduplicate them (Ray Data).",
     "filter-synthetic": "Filter GPT-4-style instruction data: refusals, identity claims, "
@@ -42,6 +44,14 @@ InputOpt = Annotated[
 ]
 OutputOpt = Annotated[
     str | None, typer.Option("--output", "-o", help="Output folder or URI; overrides the recipe.")
+]
+EvalSetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--eval-set",
+        help="Evaluation set to decontaminate against (repeatable): GSM8K-style JSONL, "
+        "HumanEval .jsonl.gz, MMLU-style CSV; the format is recognised from the file.",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -83,19 +93,55 @@ def prepare(
 
 
 def _make_stage_command(stage: str) -> Any:
-    def command(
-        config: ConfigOpt = None,
-        input: InputOpt = None,
-        output: OutputOpt = None,
-        set_: SetOpt = None,
+    def run_stage(
+        config: Path | None,
+        input: list[str] | None,
+        output: str | None,
+        sets: list[str] | None,
+        eval_sets: list[str] | None = None,
     ) -> None:
-        recipe = prepare(stage, config, input, output, set_)
+        sets = list(sets or [])
+        if eval_sets:  # appended to the recipe's own list
+            section = STAGE_SECTIONS[stage]
+            base = load_recipe_quietly(config, sets)
+            current = getattr(base, section).decontam.eval_sets if base else []
+            sets.append(f"{section}.decontam.eval_sets={json.dumps(current + eval_sets)}")
+        recipe = prepare(stage, config, input, output, sets)
         result = importlib.import_module(STAGE_MODULES[stage]).run(recipe)
         if result is not None:
             _summary(result)
 
+    if stage in DECONTAM_STAGES:
+
+        def command(
+            config: ConfigOpt = None,
+            input: InputOpt = None,
+            output: OutputOpt = None,
+            set_: SetOpt = None,
+            eval_set: EvalSetOpt = None,
+        ) -> None:
+            run_stage(config, input, output, set_, eval_set)
+
+    else:
+
+        def command(  # type: ignore[misc]
+            config: ConfigOpt = None,
+            input: InputOpt = None,
+            output: OutputOpt = None,
+            set_: SetOpt = None,
+        ) -> None:
+            run_stage(config, input, output, set_)
+
     command.__doc__ = STAGE_HELP[stage]
     return command
+
+
+def load_recipe_quietly(config: Path | None, sets: list[str]) -> Recipe | None:
+    """The recipe as far as it loads; `prepare` reports any error properly."""
+    try:
+        return load_recipe(config, overrides=sets)
+    except ConfigError:
+        return None
 
 
 def _summary(result: Any) -> None:

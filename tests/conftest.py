@@ -66,6 +66,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=open(root / "server.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # the server's job runner (4 huey consumers) is not used here: spare the 2 cores
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", proc, root / "server.log")

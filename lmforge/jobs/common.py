@@ -30,8 +30,8 @@ def check_inputs(uris: list[str], *, what: str) -> None:
     if not uris:
         raise ConfigError(f"{what}: no input given (set --input or {what}.input in the recipe)")
     for uri in uris:
-        if uri.startswith("builtin:") or storage.is_remote(uri):
-            continue  # remote URIs are checked by the reader, with the cluster's credentials
+        if uri.startswith(("builtin:", "hf:")) or storage.is_remote(uri):
+            continue  # checked by the reader, with the cluster's credentials and network
         if any(c in uri for c in "*?["):
             continue
         if not os.path.exists(uri):

@@ -157,11 +157,12 @@ def _tokenizer_files(uri: str) -> dict[str, str]:
 
 
 def _final_metrics(result: Any) -> dict[str, float]:
-    df = result.metrics_dataframe
-    out: dict[str, float] = {"steps": float(result.metrics.get("step", 0))}
-    for col in ("train_loss", "val_loss", "tokens", "tokens_per_s"):
-        if df is not None and col in df and df[col].notna().any():
-            out[f"final_{col}"] = float(df[col].dropna().iloc[-1])
+    """The last value of each training metric, which the final (export) report carries."""
+    m = result.metrics or {}
+    out: dict[str, float] = {"steps": float(m.get("step", 0))}
+    for key in ("train_loss", "val_loss", "tokens", "tokens_per_s"):
+        if key in m:
+            out[f"final_{key}"] = float(m[key])
     return out
 
 

@@ -112,6 +112,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_it = batches(ray.train.get_dataset_shard("train"), cfg.micro_batch_size, repeat=True)
     tokens_per_step = cfg.micro_batch_size * cfg.seq_len * cfg.grad_accum_steps * world
     t_last, tokens_seen = time.perf_counter(), step * tokens_per_step
+    latest: dict[str, float] = {}  # the last value of each metric, sent with the export
 
     # 3) the loop
     while step < cfg.max_steps:
@@ -142,6 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         if metrics:
             metrics["step"] = step
+            latest |= metrics
             if logger is not None:
                 logger.log(metrics, step)
             if rank == 0:
@@ -152,7 +154,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics)
 
     # 4) export the final weights in Hugging Face format, written by rank 0 only
-    _export_hf(engine, model, cfg, rank, {"step": step, "checkpoint_kind": 1.0})
+    # Ray Train keeps the metrics of checkpointed reports only: the export carries them all
+    _export_hf(engine, model, cfg, rank, {**latest, "step": step, "checkpoint_kind": 1.0})
 
 
 def evaluate(engine: Any, cfg: LoopConfig, device: torch.device) -> float:

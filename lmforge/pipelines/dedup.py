@@ -42,8 +42,8 @@ def add_key(batch: pa.Table) -> pa.Table:
 def resolve_group(group: pa.Table) -> pa.Table:
     """All rows sharing one key: keep the smallest id, drop the rest."""
     table = group.drop_columns([KEY])
-    if table.num_rows == 1:
-        return table
+    if table.num_rows == 1 or group[KEY][0].as_py().startswith("~"):
+        return table  # rows already dropped or quarantined are never duplicates
     rows = sorted(table.to_pylist(), key=lambda r: r["id"])
     first = rows[0]
     for row in rows[1:]:
@@ -55,7 +55,15 @@ def resolve_group(group: pa.Table) -> pa.Table:
     return to_table(rows)
 
 
-def exact_dedup(ds: Any) -> Any:
-    """Ray Dataset -> the same rows, duplicates among kept rows marked dropped."""
+def exact_dedup(ds: Any, *, num_partitions: int | None = None) -> Any:
+    """Ray Dataset -> the same rows, duplicates among kept rows marked dropped.
+
+    num_partitions: shuffle partitions (default: 2 per CPU of the cluster, not Ray's
+    fixed 200, which leaves every later pass 200 tiny tasks on a small corpus)."""
+    import ray
+
+    if num_partitions is None:
+        num_partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     keyed = ds.map_batches(add_key, batch_format="pyarrow", zero_copy_batch=True)
-    return keyed.groupby(KEY).map_groups(resolve_group, batch_format="pyarrow")
+    grouped = keyed.groupby(KEY, num_partitions=num_partitions)
+    return grouped.map_groups(resolve_group, batch_format="pyarrow")

@@ -52,12 +52,13 @@ def write_stage_output(
 ) -> dict[str, Any]:
     """Materialize `ds` (ROW_SCHEMA rows), write each fate, reconcile, write the manifest.
 
-    Returns the manifest. The output folder is replaced as a whole, so a rerun never
+    Returns the manifest. Each fate's folder is replaced as a whole, so a rerun never
     mixes rows of two runs.
     """
     from ray.data.datasource import FilenameProvider
 
-    storage.remove(output)
+    for fate in FATES:  # not the whole folder: a stage may keep its own state beside
+        storage.remove(storage.join(output, fate))
     ds = ds.materialize()  # computed once, then split three ways
     read = ds.count()
     columns = {**COLUMNS, KEPT: kept_columns or KEPT_COLUMNS}
@@ -139,9 +140,14 @@ def _tally(batch: pa.Table, fate: str, column: str) -> pa.Table:
     rows = batch.filter(pc.equal(batch["fate"], fate))
     steps, values = rows["step"].to_pylist(), rows[column].to_pylist()
     keys = Counter(
-        s if column == "step" else f"{s}/{v}" for s, v in zip(steps, values, strict=True)
+        s if column == "step" else _reason_key(s, v) for s, v in zip(steps, values, strict=True)
     )
     return pa.table({"key": list(keys), "n": list(keys.values())}, schema=_TALLY)
+
+
+def _reason_key(step: str, reason: str) -> str:
+    """ "step/reason", where a reason that already names its step is not prefixed twice."""
+    return reason if reason.startswith(f"{step}/") else f"{step}/{reason}"
 
 
 _TALLY = pa.schema([("key", pa.string()), ("n", pa.int64())])

@@ -22,6 +22,7 @@ ROW_SCHEMA = pa.schema(
     [
         ("id", pa.string()),  # the record's own id, or "<file>:<line>"
         ("text", pa.string()),
+        ("chars_in", pa.int64()),  # length of the text as read, before any step changed it
         ("source", pa.string()),
         ("lang", pa.string()),
         ("meta", pa.string()),  # JSON object of the record's other fields

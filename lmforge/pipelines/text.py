@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from lmforge.pipelines.scripts import words
 from lmforge.pipelines.steps import Filter, Step, quarantine
 
 # C0/C1 control characters except tab and newline (the Debian manuals carry backspaces)
@@ -44,6 +45,7 @@ class ExtractText(Step):
             return
         lang = record.get("lang")
         row["text"] = text
+        row["chars_in"] = len(text)
         row["lang"] = lang if isinstance(lang, str) else None
         skip = {self.text_field, self.id_field, "source", "lang"}
         meta = {k: v for k, v in record.items() if k not in skip}
@@ -69,8 +71,8 @@ class Normalize(Step):
 
 @dataclass(kw_only=True)
 class LengthConfig:
-    """min_chars: fewest characters a kept document has; min_words: fewest words,
-    counted as whitespace-separated tokens (scripts without spaces come later)."""
+    """min_chars: fewest characters a kept document has; min_words: fewest words, counted
+    by `scripts.words` (script runs for Japanese and Chinese, which use no spaces)."""
 
     min_chars: int = 200
     min_words: int = 20
@@ -88,6 +90,6 @@ class LengthFilter(Filter):
             return False, "empty"
         if len(text) < self.cfg.min_chars:
             return False, "too_short"
-        if len(text.split()) < self.cfg.min_words:
+        if len(words(text, row["lang"])) < self.cfg.min_words:
             return False, "too_few_words"
         return True

@@ -54,23 +54,81 @@ class MlflowConfig(_Section):
     experiment: str = Field("lmforge", description="MLflow experiment name.")
 
 
+class LanguageSection(_Section):
+    enabled: bool = Field(True, description="Detect each document's language (fastText lite).")
+    languages: list[str] | None = Field(
+        None, description="ISO 639-1 codes to keep (None: every language)."
+    )
+    min_score: float = Field(
+        0.65, ge=0, le=1, description="Drop documents whose language score is at most this."
+    )
+    trust_input_lang: bool = Field(
+        False, description="Keep a record's own `lang` field instead of detecting it."
+    )
+
+
+class QualitySection(_Section):
+    gopher_repetition: bool = Field(True, description="Gopher repetition rules (MassiveText).")
+    gopher_quality: bool = Field(True, description="Gopher quality rules.")
+    c4: bool = Field(True, description="C4 line removal and document rules.")
+    c4_filter_no_terminal_punct: bool = Field(
+        False, description="C4: drop lines without terminal punctuation (FineWeb ran False)."
+    )
+    fineweb: bool = Field(True, description="FineWeb's additional quality rules.")
+
+
+class DecontamSection(_Section):
+    eval_sets: PathList = Field(
+        default_factory=list,
+        description="Evaluation files (GSM8K JSONL, HumanEval .jsonl.gz, MMLU CSV) whose "
+        "n-grams must not appear in training data; also `--eval-set` on the command line.",
+    )
+    n_words: int = Field(13, ge=3, description="n-gram size in words.")
+    n_chars: int = Field(50, ge=5, description="n-gram size in characters for CJK text.")
+
+
+class MinHashSection(_Section):
+    enabled: bool = Field(True, description="MinHash LSH near-duplicate removal.")
+    ngram: int = Field(5, ge=1, description="Words per shingle (characters for CJK: char_ngram).")
+    char_ngram: int = Field(5, ge=1, description="Characters per shingle for CJK text.")
+    num_bands: int = Field(14, ge=1, description="LSH bands.")
+    rows_per_band: int = Field(8, ge=1, description="Rows (permutations) per band.")
+
+
 class CurateConfig(_Section):
     input: PathList = Field(
         default_factory=list,
-        description="Files, folders, globs or URIs to read (JSONL, .jsonl.gz, Parquet, .txt); "
-        "`builtin:python-docs` builds a corpus from the docstrings of installed Python code.",
+        description="Files, folders, globs or URIs to read (JSONL, .jsonl.gz, .jsonl.zst, "
+        "Parquet, CSV, .txt, Hugging Face datasets); `builtin:python-docs` builds a corpus "
+        "from the docstrings of installed Python code.",
     )
     output: str | None = Field(None, description="Output folder (default: <workdir>/curated).")
     text_field: str = Field("text", description="Field that holds the document text.")
     id_field: str = Field("id", description="Field that holds a stable document id.")
+    normalize: bool = Field(True, description="Unicode NFC, control characters, whitespace.")
     min_chars: int = Field(200, ge=0, description="Drop documents shorter than this (characters).")
-    min_words: int = Field(20, ge=0, description="Drop documents with fewer whitespace words.")
+    min_words: int = Field(
+        20, ge=0, description="Drop documents with fewer words (script-aware for CJK)."
+    )
     max_record_bytes: int = Field(
         8_000_000, ge=1, description="Quarantine records larger than this (bytes)."
     )
     builtin_max_docs: int = Field(
         4000, ge=1, description="Cap on documents that `builtin:python-docs` generates."
     )
+    language: LanguageSection = Field(default_factory=LanguageSection)
+    quality: QualitySection = Field(default_factory=QualitySection)
+    pii: bool = Field(True, description="Replace e-mails, public IPs, phones, cards, secrets.")
+    decontam: DecontamSection = Field(default_factory=DecontamSection)
+    exact_dedup: bool = Field(True, description="Drop exact duplicates (normalized text).")
+    minhash: MinHashSection = Field(default_factory=MinHashSection)
+    files_per_group: int = Field(
+        16,
+        ge=1,
+        description="Input files processed per resumable unit: a rerun with the same output "
+        "skips groups whose files are all finished.",
+    )
+    report: bool = Field(True, description="Write and log an HTML report with plots.")
 
 
 class SyntheticConfig(_Section):

