@@ -87,7 +87,7 @@ def test_killed_curate_resumes_without_duplicates(tmp_path: Path) -> None:
     clean = json.loads((clean_out / "manifest.json").read_text())
     assert resumed["counts"] == clean["counts"]
     assert resumed["counts"]["read"] == len(docs) + FILES
-    assert kept_ids(out) == kept_ids(clean)
+    assert kept_ids(out) == kept_ids(clean_out)
     assert len(set(kept_ids(out))) == len(kept_ids(out))
     # the planted copies: one kept (the smallest id), the others dropped as duplicates
     assert resumed["dropped_by_reason"].get("exact_dedup/exact_duplicate", 0) >= FILES

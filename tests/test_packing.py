@@ -55,3 +55,16 @@ def test_lr_schedule_warms_up_then_decays_to_min() -> None:
     assert math.isclose(lrs[60], (cfg.lr + cfg.min_lr) / 2)  # cosine midpoint
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:110]))
     assert math.isclose(lrs[115], cfg.min_lr)
+
+
+def test_normalize_repairs_mojibake_only_when_asked() -> None:
+    from lmforge.pipelines.text import Normalize
+
+    row = {
+        "text": "The caf\u00c3\u00a9 serves cr\u00c3\u00a8me br\u00c3\u00bbl\u00c3\u00a9e.\u00a0 Fine  text."
+    }
+    Normalize(fix_mojibake=True).apply(row)
+    assert row["text"] == "The café serves crème brûlée. Fine text."
+    plain = {"text": "caf\u00c3\u00a9"}
+    Normalize().apply(plain)
+    assert plain["text"] == "caf\u00c3\u00a9"

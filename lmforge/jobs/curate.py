@@ -35,7 +35,7 @@ def build_steps(cfg: CurateConfig) -> list[Step]:
 
     steps: list[Step] = [ExtractText(cfg.text_field, cfg.id_field)]
     if cfg.normalize:
-        steps.append(Normalize())
+        steps.append(Normalize(fix_mojibake=cfg.fix_mojibake))
     if cfg.language.enabled:
         from lmforge.pipelines.langid import (
             LanguageFilter,

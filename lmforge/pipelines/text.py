@@ -63,10 +63,21 @@ def normalize_text(text: str) -> str:
 
 
 class Normalize(Step):
+    """normalize_text, after an optional mojibake repair (UTF-8 read as Latin-1 or
+    cp1252, "cafÃ©" -> "café") by ftfy, which changes nothing in text that is fine."""
+
     name = "normalize"
 
+    def __init__(self, fix_mojibake: bool = False) -> None:
+        self.fix = None
+        if fix_mojibake:
+            import ftfy
+
+            self.fix = ftfy.fix_encoding
+
     def apply(self, row: dict[str, Any]) -> None:
-        row["text"] = normalize_text(row["text"])
+        text = self.fix(row["text"]) if self.fix else row["text"]
+        row["text"] = normalize_text(text)
 
 
 @dataclass(kw_only=True)

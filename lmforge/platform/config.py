@@ -106,6 +106,9 @@ class CurateConfig(_Section):
     text_field: str = Field("text", description="Field that holds the document text.")
     id_field: str = Field("id", description="Field that holds a stable document id.")
     normalize: bool = Field(True, description="Unicode NFC, control characters, whitespace.")
+    fix_mojibake: bool = Field(
+        False, description="Before normalizing, repair mojibake (UTF-8 decoded as cp1252)."
+    )
     min_chars: int = Field(200, ge=0, description="Drop documents shorter than this (characters).")
     min_words: int = Field(
         20, ge=0, description="Drop documents with fewer words (script-aware for CJK)."
