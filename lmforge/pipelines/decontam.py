@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.pipelines.steps import Filter
+from lmforge.pipelines.steps import Filter, update_meta
 from lmforge.platform import storage
 
 _WORD = re.compile(r"\w+")
@@ -443,7 +443,5 @@ class Decontaminate(Filter):
         if found is None:
             return True
         eval_set, item, ngram = found
-        meta = json.loads(row["meta"]) if row.get("meta") else {}
-        meta["decontam"] = {"eval_set": eval_set, "item": item, "ngram": ngram}
-        row["meta"] = json.dumps(meta, ensure_ascii=False)
+        update_meta(row, decontam={"eval_set": eval_set, "item": item, "ngram": ngram})
         return False, f"decontam/{eval_set}"

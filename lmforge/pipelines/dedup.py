@@ -8,12 +8,12 @@ with reason `exact_duplicate` and the id they duplicate in `meta`.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import pyarrow as pa
 
 from lmforge.pipelines.records import KEPT, to_table
+from lmforge.pipelines.steps import update_meta
 
 KEY = "_dedup_key"
 
@@ -47,11 +47,8 @@ def resolve_group(group: pa.Table) -> pa.Table:
     rows = sorted(table.to_pylist(), key=lambda r: r["id"])
     first = rows[0]
     for row in rows[1:]:
-        meta = json.loads(row["meta"]) if row["meta"] else {}
-        meta["duplicate_of"] = first["id"]
-        row.update(
-            fate="dropped", step="exact_dedup", reason="exact_duplicate", meta=json.dumps(meta)
-        )
+        update_meta(row, duplicate_of=first["id"])
+        row.update(fate="dropped", step="exact_dedup", reason="exact_duplicate")
     return to_table(rows)
 
 

@@ -8,11 +8,10 @@ is downloaded at run time. On the Debian en/ja/de corpus it scores 0.996 / 0.995
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.pipelines.steps import Filter, Step
+from lmforge.pipelines.steps import Filter, Step, read_meta, update_meta
 
 
 @dataclass(kw_only=True)
@@ -59,9 +58,7 @@ class LanguageID(Step):
         lang, score = self.detect(row["text"] or "")
         row["lang"] = lang
         if lang is not None:
-            meta = json.loads(row["meta"]) if row["meta"] else {}
-            meta["lang_score"] = round(score, 4)
-            row["meta"] = json.dumps(meta, ensure_ascii=False)
+            update_meta(row, lang_score=round(score, 4))
 
 
 @dataclass(kw_only=True)
@@ -89,7 +86,7 @@ class LanguageFilter(Filter):
         lang = row["lang"]
         if not lang:
             return False, "lang/low_score"
-        score = json.loads(row["meta"]).get("lang_score") if row["meta"] else None
+        score = read_meta(row).get("lang_score")
         if score is not None and score <= self.cfg.min_score:
             return False, "lang/low_score"
         if self.languages is not None and lang not in self.languages:

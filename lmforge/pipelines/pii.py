@@ -13,14 +13,13 @@ ISBNs, UUIDs, number tables and plain long integers.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.pipelines.steps import Step
+from lmforge.pipelines.steps import Step, read_meta, update_meta
 
 KINDS = ("secret", "email", "credit_card", "ip_address", "phone")  # the order they run in
 
@@ -252,11 +251,9 @@ class PIIRedactor(Step):
             return
         row["text"] = text
         self.counts.update(found)
-        meta = json.loads(row["meta"]) if row.get("meta") else {}
-        pii = Counter(meta.get("pii") or {})
+        pii = Counter(read_meta(row).get("pii") or {})
         pii.update(found)
-        meta["pii"] = dict(pii)
-        row["meta"] = json.dumps(meta, ensure_ascii=False)
+        update_meta(row, pii=dict(pii))
 
 
 def _substitute(

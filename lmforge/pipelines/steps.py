@@ -8,6 +8,7 @@ step's name and the reason. A pipeline is a plain list of steps applied in order
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,17 @@ class Filter(Step):
         keep, reason = (result, self.name) if isinstance(result, bool) else result
         if not keep:
             drop(row, self.name, reason)
+
+
+def read_meta(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's `meta` JSON as a dict (empty when the row has none)."""
+    meta = row.get("meta")
+    return json.loads(meta) if meta else {}
+
+
+def update_meta(row: dict[str, Any], **fields: Any) -> None:
+    """Merge fields into the row's `meta` JSON."""
+    row["meta"] = json.dumps({**read_meta(row), **fields}, ensure_ascii=False)
 
 
 def drop(row: dict[str, Any], step: str, reason: str) -> None:
