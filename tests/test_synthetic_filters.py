@@ -11,17 +11,17 @@ from pydantic import ValidationError
 
 import lmforge
 from lmforge.pipelines.synthetic import (
-    REASONS,
+    FILTERS,
     EmptyAnswerFilter,
     IdentityConfig,
     IdentityFilter,
+    LengthConfig,
+    LengthFilter,
     MalformedTurnsConfig,
     MalformedTurnsFilter,
     RecordError,
     RefusalConfig,
     RefusalFilter,
-    ShortAnswerConfig,
-    ShortAnswerFilter,
     SyntheticFilterConfig,
     default_filters,
     detect_format,
@@ -94,7 +94,7 @@ def test_openai_messages_including_text_parts() -> None:
     ("record", "message"),
     [
         (["not", "a", "dict"], "record is a list, not an object"),
-        ({"text": "plain"}, "neither 'instruction' nor 'conversations' nor 'messages'"),
+        ({"text": "plain"}, "none of 'instruction', 'conversations', 'messages' or 'choices'"),
         ({"instruction": "x", "messages": []}, "both 'messages' and 'instruction'"),
         ({"instruction": "Say hi."}, "neither 'output' nor 'response'"),
         ({"instruction": "Say hi.", "output": None}, "'output' is not a string"),
@@ -157,10 +157,12 @@ def test_well_formed_turns_and_empty_prompt() -> None:
 def test_empty_and_short_answers() -> None:
     assert EmptyAnswerFilter().check(qa("  \n")) == "empty_answer"
     assert EmptyAnswerFilter().check(qa("4")) is None  # a real answer to "What is 2+2?"
-    short = ShortAnswerFilter(ShortAnswerConfig(min_answer_chars=3))
+    short = LengthFilter(LengthConfig(min_answer_chars=3, max_answer_chars=10))
     assert short.check(qa("42")) == "short_answer"
     assert short.check(qa(" 420 ")) is None
     assert short.check(qa("")) is None  # empty is empty_answer's call
+    assert short.check(qa("x" * 11)) == "long_answer"
+    assert LengthFilter().check(qa("x" * 11)) is None  # short_answer off by default
 
 
 # ---------------------------------------------------------------------------- refusal
@@ -189,12 +191,16 @@ def test_empty_and_short_answers() -> None:
     ],
 )
 def test_refusals_are_dropped(answer: str) -> None:
-    assert RefusalFilter().check(qa(answer)) == "refusal"
+    # "refusal" when the answer refuses; "refusal/disclaimer", "refusal/cutoff" otherwise
+    reason = RefusalFilter().check(qa(answer))
+    assert reason is not None and reason.split("/")[0] == "refusal"
 
 
 def test_an_ai_disclaimer_counts_anywhere() -> None:
     answer = "Paris is the capital of France. " * 20 + "As an AI language model, I hope it helps."
-    assert RefusalFilter().check(qa(answer)) == "refusal"
+    found = RefusalFilter().inspect(qa(answer))
+    assert found is not None and found.reason == "refusal/disclaimer"
+    assert found.evidence.startswith("…As an AI language model, I hope")
 
 
 @pytest.mark.parametrize(
@@ -322,9 +328,9 @@ def test_config_forbids_unknown_keys_and_describes_every_field() -> None:
 
 
 def test_default_filters_follow_the_config() -> None:
-    assert [f.name for f in default_filters()] == [r for r in REASONS if r != "short_answer"]
-    cfg = SyntheticFilterConfig(min_answer_chars=2, enabled=["short_answer", "refusal"])
-    assert [f.name for f in default_filters(cfg)] == ["short_answer", "refusal"]
+    assert [f.name for f in default_filters()] == list(FILTERS)
+    cfg = SyntheticFilterConfig(min_answer_chars=2, enabled=["refusal", "length"])
+    assert [f.name for f in default_filters(cfg)] == ["length", "refusal"]  # FILTERS order
 
 
 def test_first_failure_returns_the_first_reason() -> None:
@@ -339,11 +345,11 @@ def test_first_failure_returns_the_first_reason() -> None:
 
 EXPECTED_DROPS = {
     "ex-0007": "refusal",  # "I'm sorry, but I can't help with that."
-    "ex-0013": "refusal",  # "As an AI language model, I don't have personal preferences"
+    "ex-0013": "refusal/disclaimer",  # "As an AI language model, I don't have personal preferences"
     "ex-0019": "identity",  # "I am ChatGPT, a large language model created by OpenAI"
     "ex-0024": "empty_answer",
-    "ex-0030": "refusal",  # "As an AI language model, I have never travelled"
-    "ex-0035": "refusal",  # "As of my last update in 2021"
+    "ex-0030": "refusal/disclaimer",  # "As an AI language model, I have never travelled"
+    "ex-0035": "refusal/cutoff",  # "As of my last update in 2021"
     "ex-0042": "identity",  # ShareGPT: "I'm an AI assistant developed by OpenAI"
     "ex-0045": "empty_answer",  # ShareGPT: whitespace-only answer
 }

@@ -134,16 +134,50 @@ class CurateConfig(_Section):
     report: bool = Field(True, description="Write and log an HTML report with plots.")
 
 
+class ScoringSection(_Section):
+    model: str | None = Field(
+        None,
+        description="Local Hugging Face model folder (or `models:/NAME@ALIAS` from the MLflow "
+        "registry) that scores each kept conversation's answers by perplexity; None: no scoring.",
+    )
+    max_perplexity: float | None = Field(
+        None, gt=1, description="Drop conversations above this perplexity; None only annotates."
+    )
+    batch_size: int = Field(8, ge=1, description="Conversations per forward pass.")
+    max_tokens: int = Field(1024, ge=16, description="Tokens of a conversation scored.")
+    num_actors: int | None = Field(
+        None, ge=1, description="Scoring actors (None: one per GPU of the cluster, else 1)."
+    )
+
+
 class SyntheticConfig(_Section):
     input: PathList = Field(
         default_factory=list,
-        description="JSON/JSONL files of Alpaca, ShareGPT or OpenAI-messages records; "
-        "`builtin:synthetic-examples` is the small set shipped with lmforge.",
+        description="JSON/JSONL files of Alpaca, ShareGPT, OpenAI-messages or MT-Bench answer "
+        "records; `builtin:synthetic-examples` is the small set shipped with lmforge.",
     )
     output: str | None = Field(None, description="Output folder (default: <workdir>/synthetic).")
-    filters: SyntheticFilterConfig = Field(
-        default_factory=SyntheticFilterConfig, description="Filter thresholds and lists."
+    mtbench_questions: PathList = Field(
+        default_factory=list,
+        description="MT-Bench question files (question.jsonl) whose turns MT-Bench answer "
+        "records are joined with by question_id.",
     )
+    filters: SyntheticFilterConfig = Field(
+        default_factory=SyntheticFilterConfig, description="Per-conversation filters."
+    )
+    decontam: DecontamSection = Field(
+        default_factory=DecontamSection,
+        description="Evaluation sets: n-gram overlap anywhere, or a user turn equal to a "
+        "question (normalized), drops the conversation.",
+    )
+    dedup_prompts: bool = Field(
+        True, description="Drop conversations whose prompt repeats exactly."
+    )
+    near_dedup: MinHashSection = Field(
+        default_factory=MinHashSection, description="MinHash LSH over prompts (near duplicates)."
+    )
+    scoring: ScoringSection = Field(default_factory=ScoringSection)
+    report: bool = Field(True, description="Write and log an HTML report with examples.")
 
 
 class TokenizeConfig(_Section):
