@@ -97,6 +97,13 @@ class MinHashConfig:
     2-core machine), which would dominate the small shuffles of the component rounds.
     Ray plans a dataset's shuffles with its own context, so the returned dataset keeps
     this strategy (set `out.context.shuffle_strategy` for shuffles after it)."""
+    step: str = STEP
+    """The step name dropped rows carry (`prompt_dedup` when deduplicating prompts)."""
+    reason: str = REASON
+    """The reason dropped rows carry."""
+    text_of: Any = None
+    """A function from a batch (pyarrow Table) to the texts to compare (a string array);
+    None compares the `text` column. The synthetic stage compares prompts this way."""
     group_bytes: int = 64 << 20
     """About how many bytes of records one `map_groups` call holds: each shuffle has
     ceil(size / group_bytes) groups, so a task's memory is bounded whatever the corpus."""
@@ -299,7 +306,7 @@ def band_records(batch: pa.Table, cfg: MinHashConfig) -> pa.Table:
     """Kept rows -> num_bands records each: (band_index, band_hash, id)."""
     mask = pc.and_(pc.equal(batch["fate"], KEPT), pc.is_valid(batch["id"]))
     kept = batch.filter(pc.fill_null(mask, False))
-    sig, has = MinHasher(cfg)(kept["text"])
+    sig, has = MinHasher(cfg)(cfg.text_of(kept) if cfg.text_of is not None else kept["text"])
     hashes = band_hashes(sig[has], cfg)  # (D, b)
     ids = kept["id"].filter(pa.array(has))
     return pa.table(
@@ -387,7 +394,7 @@ def component_labels(group: pa.Table) -> pa.Table:
     return pa.table({"id": t["dst"], ROOT: t["src"], SIZE: pc.add(size, 1)})
 
 
-def apply_labels(group: pa.Table) -> pa.Table:
+def apply_labels(group: pa.Table, step: str = STEP, reason: str = REASON) -> pa.Table:
     """Rows and label rows of some ids -> the rows, each kept row whose component root is
     another id marked dropped, with `duplicate_of` and `cluster_size` added to its meta."""
     is_label = group[ROOT].is_valid()
@@ -412,8 +419,8 @@ def apply_labels(group: pa.Table) -> pa.Table:
         metas.append(json.dumps({**extra, "duplicate_of": dup, "cluster_size": size}))
     changes = {
         "fate": pa.array([DROPPED] * len(idx), pa.string()),
-        "step": pa.array([STEP] * len(idx), pa.string()),
-        "reason": pa.array([REASON] * len(idx), pa.string()),
+        "step": pa.array([step] * len(idx), pa.string()),
+        "reason": pa.array([reason] * len(idx), pa.string()),
         "meta": pa.array(metas, pa.string()),
     }
     for name, values in changes.items():
@@ -516,7 +523,9 @@ def _minhash_dedup(rows: Any, cfg: MinHashConfig) -> Any:
         with_label_columns, fn_kwargs={"groups": groups}, batch_format="pyarrow"
     )
     merged = data.union(labels).groupby(GROUP, num_partitions=groups)
-    return merged.map_groups(apply_labels, batch_format="pyarrow")
+    return merged.map_groups(
+        apply_labels, fn_kwargs={"step": cfg.step, "reason": cfg.reason}, batch_format="pyarrow"
+    )
 
 
 def dropped_cluster_sizes(batch: pa.Table) -> pa.Table:
