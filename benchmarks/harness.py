@@ -235,15 +235,22 @@ def read_rows_plain(files: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def exact_dedup_plain(rows: list[dict[str, Any]]) -> None:
+def exact_dedup_plain(
+    rows: list[dict[str, Any]],
+    *,
+    text_of: Any = None,
+    step: str = "exact_dedup",
+    reason: str = "exact_duplicate",
+) -> None:
     """lmforge's dedup rule with a dict: among kept rows with one `text_key`, the smallest
-    id stays, the others are dropped as `exact_dedup/exact_duplicate`."""
+    id stays, the others are dropped as `step/reason`. text_of: row -> the text compared
+    (default: its `text`)."""
     from lmforge.pipelines.dedup import text_key
     from lmforge.pipelines.records import KEPT
     from lmforge.pipelines.steps import drop
 
     kept = [r for r in rows if r["fate"] == KEPT]
-    keys = [text_key(r["text"]) for r in kept]
+    keys = [text_key(text_of(r) if text_of else r["text"]) for r in kept]
     first: dict[str, dict[str, Any]] = {}
     for key, row in zip(keys, kept, strict=True):
         best = first.get(key)
@@ -255,14 +262,17 @@ def exact_dedup_plain(rows: list[dict[str, Any]]) -> None:
             meta = json.loads(row["meta"]) if row["meta"] else {}
             meta["duplicate_of"] = best["id"]
             row["meta"] = json.dumps(meta)
-            drop(row, "exact_dedup", "exact_duplicate")
+            drop(row, step, reason)
 
 
 def write_rows_plain(
-    rows: list[dict[str, Any]], out: Path, kept_columns: list[str] | None = None
+    rows: list[dict[str, Any]],
+    out: Path,
+    kept_columns: list[str] | None = None,
+    kept_jsonl: bool = False,
 ) -> None:
     """What `write_stage_output` writes, with pyarrow alone: one Parquet file per fate,
-    JSONL twins for dropped and quarantined, and a manifest with the counts."""
+    JSONL twins for dropped and quarantined (and kept, with kept_jsonl), and a manifest."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -278,9 +288,10 @@ def write_rows_plain(
         folder.mkdir(parents=True)
         schema = pa.schema([ROW_SCHEMA.field(c) for c in columns])
         pq.write_table(pa.Table.from_pylist(part, schema=schema), folder / "part-0.parquet")
-        if fate != "kept":
+        if fate != "kept" or kept_jsonl:
             with open(folder / "part-0.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+        if fate != "kept":
             reasons.update(str(_detail(fate, r["step"], r.get("reason"))) for r in part)
     manifest = {"counts": {"read": len(rows), **counts}, "by_reason": dict(reasons)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

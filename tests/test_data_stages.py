@@ -177,7 +177,24 @@ def test_curate_real_multilingual_corpus(tmp_path: Path) -> None:
 
 
 def test_filter_synthetic_on_shipped_and_real_data(tmp_path: Path) -> None:
+    """Every format, every kind of drop, the outputs, the MLflow metrics and report."""
     real = shared("synthetic/gpteacher_roleplay_gpt4.json")
+    gsm8k = shared("evals/gsm8k_test.jsonl")
+    leaked = json.loads(gsm8k.read_text().splitlines()[5])["question"]
+    story = (
+        "The keeper climbed the stairs at dusk. He trimmed the wick and wiped the glass. "
+        "Far out, a fishing boat turned toward the light."
+    )
+    prompt = "Describe an evening in the life of a lighthouse keeper on a remote island."
+
+    def alpaca(rid: str, instruction: str, output: str) -> str:
+        return json.dumps({"id": rid, "instruction": instruction, "input": "", "output": output})
+
+    def chat(rid: str, user: str, answer: str) -> str:
+        return json.dumps({"id": rid, "messages": [
+            {"role": "user", "content": user}, {"role": "assistant", "content": answer}
+        ]}, ensure_ascii=False)  # fmt: skip
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         "\n".join(
@@ -192,45 +209,77 @@ def test_filter_synthetic_on_shipped_and_real_data(tmp_path: Path) -> None:
                     }
                 ),
                 json.dumps({"id": "s-2", "prompt": "unknown shape"}),
-                json.dumps(
-                    {
-                        "id": "s-3",
-                        "instruction": "Who are you?",
-                        "output": "I am ChatGPT, a language model trained by OpenAI.",
-                    }
-                ),
-                json.dumps(
-                    {
-                        "id": "s-4",
-                        "messages": [
-                            {"role": "user", "content": "Write a poem"},
-                            {
-                                "role": "assistant",
-                                "content": "As an AI language model, I cannot write poems.",
-                            },
-                        ],
-                    }
-                ),
+                alpaca("s-3", "Who are you?", "I am ChatGPT, a language model trained by OpenAI."),
+                chat("s-4", "Write a poem", "As an AI language model, I cannot write poems."),
                 "[broken",
+                alpaca("s-5", prompt, story),
+                alpaca("s-6", prompt, story + " The gulls cried."),  # same prompt: a duplicate
+                alpaca("s-7", prompt.replace(".", ", please."), story),  # near duplicate
+                alpaca("s-8", leaked, "Let me work it out step by step."),  # GSM8K question
+                alpaca(
+                    "s-9", "Tell me a story.", story + " Then the keeper opened the logbook and"
+                ),
+                chat("s-10", "灯台守の一日について説明してください。", story),
+                alpaca("s-11", "Tell me a long story.", story + " The wind howled." * 8),
             ]
         )
         + "\n"
     )
-    inputs = ["builtin:synthetic-examples", str(real), str(bad)]
-    filter_synthetic.run(recipe_for(tmp_path, "filter-synthetic", inputs))
+    questions = tmp_path / "question.jsonl"
+    questions.write_text(json.dumps({"question_id": 81, "category": "writing", "turns": [
+        "Write a short travel note about Hawaii.", "Now make it rhyme."]}) + "\n")  # fmt: skip
+    mtbench = tmp_path / "gpt-4.jsonl"
+    mtbench.write_text(json.dumps({"question_id": 81, "answer_id": "a1", "model_id": "gpt-4",
+        "choices": [{"index": 0, "turns": ["Aloha! Hawaii greeted us with warm rain.",
+                                           "In Hawaii the rain came down, and we danced around."]}],
+        "tstamp": 1.0}) + "\n")  # fmt: skip
+    inputs = ["builtin:synthetic-examples", str(real), str(bad), str(mtbench)]
+    r = recipe_for(
+        tmp_path, "filter-synthetic", inputs,
+        f"synthetic.mtbench_questions={json.dumps([str(questions)])}",
+        f"synthetic.decontam.eval_sets={json.dumps([str(gsm8k)])}",
+    )  # fmt: skip
+    result = filter_synthetic.run(r)
     out = tmp_path / "out"
     m = json.loads((out / "manifest.json").read_text())
     c = m["counts"]
-    assert c["read"] == 49 + 1923 + 5
+    assert c["read"] == 49 + 1923 + 12 + 1
     assert c["read"] == c["kept"] + c["dropped"] + c["quarantined"]
-    reasons = {r["id"]: r["reason"] for r in jsonl_rows(out / "dropped")}
-    assert reasons["s-3"] == "identity" and reasons["s-4"] == "refusal"
+    dropped = {r["id"]: r for r in jsonl_rows(out / "dropped")}
+    reasons = {i: f"{r['step']}/{r['reason']}" for i, r in dropped.items()}
+    assert reasons["s-3"] == "synthetic_filter/identity"
+    assert reasons["s-4"] == "synthetic_filter/refusal/disclaimer"
+    assert reasons["s-6"] == "prompt_dedup/duplicate_prompt"
+    assert reasons["s-7"] == "prompt_dedup/near_duplicate_prompt"
+    assert reasons["s-8"] == "decontam/decontam/gsm8k_test"
+    assert reasons["s-9"] == "synthetic_filter/truncated/mid_sentence"
+    assert reasons["s-10"] == "synthetic_filter/language_mismatch"
+    assert reasons["s-11"] == "synthetic_filter/repetition/tail"
+    # each drop says why, in words a person can check
+    assert "opened the logbook and" in json.loads(dropped["s-9"]["meta"])["evidence"]
+    assert json.loads(dropped["s-6"]["meta"])["duplicate_of"] == "s-5"
+    assert json.loads(dropped["s-8"]["meta"])["decontam"]["eval_set"] == "gsm8k_test"
     errors = {r["id"]: r["error"] for r in jsonl_rows(out / "quarantined")}
     assert set(errors) == {"s-2", "bad.jsonl:5"}
     # real GPT-4 role-play data is almost all kept (its identity words are role-play)
     real_dropped = [i for i in reasons if i.startswith("gpteacher")]
     assert len(real_dropped) < 0.03 * 1923
+    # kept: Parquet and JSONL, chat turns ready for the tokenizer's chat template
     kept = {r["id"]: r for r in rows(out / "kept")}
+    assert {r["id"] for r in jsonl_rows(out / "kept")} == set(kept)
     s1 = kept["s-1"]
     assert [t["role"] for t in s1["messages"]] == ["user", "assistant"]
     assert s1["text"] == "<|user|>\nHi\n<|assistant|>\nHello!"
+    mt = kept["gpt-4.jsonl:1"]
+    assert [t["role"] for t in mt["messages"]] == ["user", "assistant"] * 2
+    assert json.loads(mt["meta"])["record"]["model_id"] == "gpt-4"
+    # MLflow: a metric per reason, and the report with examples of each
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    metrics = client.get_run(result.run_id).data.metrics
+    assert metrics["dropped.synthetic_filter.truncated.mid_sentence"] >= 1
+    assert metrics["dropped.prompt_dedup.near_duplicate_prompt"] >= 1
+    report = client.download_artifacts(result.run_id, "report.html", str(tmp_path))
+    html = Path(report).read_text(encoding="utf-8")
+    assert "prompt_dedup/near_duplicate_prompt" in html and "s-9" in html

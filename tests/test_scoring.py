@@ -204,3 +204,59 @@ def test_config_rejects_impossible_values(tmp_path: Path) -> None:
         ScoringConfig(model=str(tmp_path), max_perplexity=0.5)
     with pytest.raises(ValueError, match="batch_size"):
         ScoringConfig(model=str(tmp_path), batch_size=0)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_filter_synthetic_stage_scores_with_the_recipes_model(
+    model_dir: str, tmp_path: Path
+) -> None:
+    """`synthetic.scoring` in a recipe: the stage drops what the model finds unlikely."""
+    from lmforge.jobs import filter_synthetic
+    from lmforge.platform.config import load_recipe
+
+    chats = {  # two prompts: the same one twice would be a duplicate prompt
+        "fluent": conversation(FLUENT, "Tell me something."),
+        "gibberish": conversation(gibberish(len(FLUENT), seed=1), "Say a few words."),
+    }
+    scorer = PerplexityScorer({"model": model_dir, "batch_size": 1})
+    table = to_table([empty_row(id=i, messages=m) for i, m in chats.items()])
+    measured = {r["id"]: r for r in scorer(table).to_pylist()}
+    threshold = math.sqrt(ppl(measured["fluent"]) * ppl(measured["gibberish"]))
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "messages": m}) + "\n" for i, m in chats.items()))
+    recipe = load_recipe(
+        None,
+        stage="filter-synthetic",
+        input=[str(data)],
+        output=str(tmp_path / "out"),
+        overrides=[
+            f"workdir={tmp_path / 'work'}",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+            'synthetic.filters.enabled=["malformed_turns"]',  # scoring alone decides
+            f"synthetic.scoring.model={model_dir}",
+            f"synthetic.scoring.max_perplexity={threshold}",
+        ],
+    )
+    result = filter_synthetic.run(recipe)
+    manifest = result.info["manifest"]
+    assert manifest["counts"] == {"read": 2, "kept": 1, "dropped": 1, "quarantined": 0}
+    assert manifest["dropped_by_reason"] == {"score/perplexity": 1}
+    kept = [json.loads(x) for f in (tmp_path / "out" / "kept").glob("*.jsonl") for x in f.open()]
+    assert [r["id"] for r in kept] == ["fluent"]
+    assert json.loads(kept[0]["meta"])["perplexity"] < threshold
+
+
+def test_a_recipe_naming_a_missing_model_fails_before_ray(tmp_path: Path) -> None:
+    from lmforge.jobs import filter_synthetic
+    from lmforge.platform.config import ConfigError, load_recipe
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("{}\n")
+    recipe = load_recipe(
+        None,
+        stage="filter-synthetic",
+        input=[str(data)],
+        overrides=[f"workdir={tmp_path}", f"synthetic.scoring.model={tmp_path / 'nope'}"],
+    )
+    with pytest.raises(ConfigError, match=r"synthetic\.scoring\.model: not a Hugging Face model"):
+        filter_synthetic.validate(recipe)

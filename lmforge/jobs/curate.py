@@ -166,6 +166,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 def _stage_unit(unit: Unit, cfg: CurateConfig, output: str) -> None:
     """Read and run the per-document steps on one group; stage its rows; mark it done."""
     import ray
+    import ray.data
 
     folder = storage.join(output, STAGING, unit.folder)
     storage.remove(folder)  # a half-written folder of a killed run
@@ -180,7 +181,7 @@ def _stage_unit(unit: Unit, cfg: CurateConfig, output: str) -> None:
         DocumentSteps,
         fn_constructor_kwargs={"cfg": cfg.model_dump()},
         batch_format="pyarrow",
-        concurrency=(1, cpus),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
     )
     rows.write_parquet(folder, min_rows_per_file=100_000)
     dataset = parquet_dataset(folder)

@@ -54,6 +54,8 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     output = storage.absolute(cfg.output)
     validate(recipe)
     with stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
+        import ray.data
+
         tracking.record_inputs(inputs)
         storage.remove(output)
         docs = read_documents(inputs).materialize()
@@ -83,7 +85,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
                 },
                 batch_size=DOCS_PER_BATCH,
                 batch_format="pyarrow",
-                concurrency=(1, 4),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
             )
             seqs.write_parquet(storage.join(output, split), min_rows_per_file=50_000)
             counts[split] = _split_counts(storage.join(output, split), n_split, cfg.seq_len)

@@ -49,11 +49,13 @@ def write_stage_output(
     inputs: list[str],
     run_id: str | None,
     kept_columns: list[str] | None = None,
+    kept_jsonl: bool = False,
 ) -> dict[str, Any]:
     """Materialize `ds` (ROW_SCHEMA rows), write each fate, reconcile, write the manifest.
 
     Returns the manifest. Each fate's folder is replaced as a whole, so a rerun never
-    mixes rows of two runs.
+    mixes rows of two runs. kept_jsonl: also write the kept rows as JSON lines (chat data
+    that other tools read); dropped and quarantined rows always are.
     """
     from ray.data.datasource import FilenameProvider
 
@@ -68,7 +70,7 @@ def write_stage_output(
         )
         folder = storage.join(output, fate)
         part.write_parquet(folder, min_rows_per_file=ROWS_PER_FILE)
-        if fate != KEPT:  # the ones people read: also as JSON lines
+        if fate != KEPT or kept_jsonl:  # the ones people read: also as JSON lines
             part.write_json(
                 folder,
                 filename_provider=FilenameProvider(file_format="jsonl"),
@@ -140,12 +142,12 @@ def _tally(batch: pa.Table, fate: str, column: str) -> pa.Table:
     rows = batch.filter(pc.equal(batch["fate"], fate))
     steps, values = rows["step"].to_pylist(), rows[column].to_pylist()
     keys = Counter(
-        s if column == "step" else _reason_key(s, v) for s, v in zip(steps, values, strict=True)
+        s if column == "step" else reason_key(s, v) for s, v in zip(steps, values, strict=True)
     )
     return pa.table({"key": list(keys), "n": list(keys.values())}, schema=_TALLY)
 
 
-def _reason_key(step: str, reason: str) -> str:
+def reason_key(step: str, reason: str) -> str:
     """ "step/reason", where a reason that already names its step is not prefixed twice."""
     return reason if reason.startswith(f"{step}/") else f"{step}/{reason}"
 

@@ -102,8 +102,15 @@ def _bars(series: dict[str, dict[str, int]], title: str, xlabel: str, *, numeric
     return _png(fig)
 
 
-def render_html(title: str, manifest: dict[str, Any], stats: dict[str, dict[str, int]]) -> str:
-    """A self-contained HTML report of one data stage."""
+def render_html(
+    title: str,
+    manifest: dict[str, Any],
+    stats: dict[str, dict[str, int]],
+    *,
+    examples: dict[str, list[dict[str, str]]] | None = None,
+) -> str:
+    """A self-contained HTML report of one data stage; `examples` ("step/reason" -> rows
+    with id, evidence, text) adds what was dropped for each reason, to read and judge."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,8 +149,33 @@ def render_html(title: str, manifest: dict[str, Any], stats: dict[str, dict[str,
         )
         parts.append(f"<h2>Keep rate by language</h2><table>{cells}</table>")
     parts += [f"<h2>{name}</h2><img src='data:image/png;base64,{b64}'>" for name, b64 in figs]
+    if examples:
+        parts.append(_examples(examples, manifest.get("dropped_by_reason", {})))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _examples(examples: dict[str, list[dict[str, str]]], counts: dict[str, int]) -> str:
+    out = ["<h2>Dropped: examples by reason</h2>"]
+    for reason in sorted(examples, key=lambda k: -counts.get(k, 0)):
+        out.append(
+            f"<h3 id='{html.escape(reason)}'>{html.escape(reason)}"
+            f" ({counts.get(reason, 0):,})</h3><table>"
+        )
+        out.append("<tr><th>id</th><th>why</th><th>conversation (start)</th></tr>")
+        for ex in examples[reason]:
+            cells = (ex.get("id", ""), ex.get("evidence", ""), ex.get("text", ""))
+            out.append(
+                "<tr>"
+                + "".join(
+                    f"<td style='vertical-align:top'><pre style='white-space:pre-wrap;margin:0'>"
+                    f"{html.escape(str(c))}</pre></td>"
+                    for c in cells
+                )
+                + "</tr>"
+            )
+        out.append("</table>")
+    return "\n".join(out)
 
 
 def _keep_rates(stats: dict[str, dict[str, int]]) -> dict[str, float]:

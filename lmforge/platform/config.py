@@ -174,7 +174,10 @@ class SyntheticConfig(_Section):
         True, description="Drop conversations whose prompt repeats exactly."
     )
     near_dedup: MinHashSection = Field(
-        default_factory=MinHashSection, description="MinHash LSH over prompts (near duplicates)."
+        default_factory=lambda: MinHashSection(ngram=3),
+        description="MinHash LSH over prompts (near duplicates); 3-word shingles by default, "
+        "as prompts are short (one changed word in a 5-word-shingled 15-word prompt leaves "
+        "a Jaccard similarity of about 0.5).",
     )
     scoring: ScoringSection = Field(default_factory=ScoringSection)
     report: bool = Field(True, description="Write and log an HTML report with examples.")

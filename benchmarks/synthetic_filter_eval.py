@@ -1,0 +1,370 @@
+"""filter-synthetic quality: plant known defects into copies of real GPT-4 records, run the
+stage, and measure recall per defect type and the drop rate on untouched records.
+
+    python benchmarks/synthetic_filter_eval.py [--per-type 120] [--seed 7] [--direct]
+
+Input: GPTeacher role-play (`../shared/data/synthetic/gpteacher_roleplay_gpt4.json`, 1,923
+real GPT-4 records). A random `--per-type` records per defect type are copied and changed;
+the rest stay untouched; every record appears once. Defect types, each in several forms:
+
+    refusal      the answer replaced by, or opened with, a refusal or AI disclaimer
+                 (English and Japanese; phrasings after public cleaning lists)
+    identity     a claim to be, or be made by, another vendor's model, at the start or
+                 after the first paragraph (English and Japanese)
+    truncation   cut mid-sentence, an unclosed code block appended, a numbered list
+                 stopping before the count it announced, cut at about 256 tokens
+    loop         the last sentence repeated, a paragraph repeated, a phrase looping
+    language     an English question answered with Japanese or German text (Debian
+                 corpus), or a Japanese question with the English answer
+    eval_item    the question replaced by a GSM8K, MMLU or HumanEval item (sometimes with
+                 case and spacing changed), decontaminated against ../shared/data/evals
+
+A planted record counts as caught when it is dropped for its type's reason; untouched
+records should be kept. Prints recall per type and form, false drops with their reasons,
+records per second per core, and the measured figures as a RESULT line.
+
+--direct runs the per-conversation filters and decontamination in this process (no Ray, no
+dedup): a quick loop while tuning, not the figure to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import random
+import re
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import harness
+
+GPTEACHER = "synthetic/gpteacher_roleplay_gpt4.json"
+EVALS = ("evals/gsm8k_test.jsonl", "evals/mmlu_test_all.csv", "evals/HumanEval.jsonl.gz")
+CORPUS = "corpus/debian_docs_en_ja_de.jsonl"
+EXPECTED = {  # defect type -> the reason prefixes that count as caught
+    "refusal": ("synthetic_filter/refusal",),
+    "identity": ("synthetic_filter/identity",),
+    "truncation": ("synthetic_filter/truncated",),
+    "loop": ("synthetic_filter/repetition",),
+    "language": ("synthetic_filter/language_mismatch",),
+    "eval_item": ("decontam/",),
+}
+
+REFUSALS = [  # (text, replaces the answer?) -- phrasings from FastChat/GPT4-LLM-Cleaned lists
+    ("I'm sorry, but I can't assist with that request.", True),
+    ("I'm sorry, but I cannot fulfill this request.", True),
+    (
+        "I apologize, but as an AI language model, I am not able to role-play as a real person.",
+        True,
+    ),
+    ("Sorry, I can't help with that.", True),
+    ("Unfortunately, I cannot provide that content as it goes against my guidelines.", True),
+    ("I'm afraid I can't do that.", True),
+    ("I am unable to comply with this request.", True),
+    ("I must decline to write that content.", True),
+    ("It's not appropriate for me to speculate about the private thoughts of real people.", True),
+    ("I'm not able to provide personal opinions on this topic.", True),
+    ("As an AI, I cannot engage in this role-play scenario.", True),
+    ("I'm sorry, but I am not able to browse the internet or access real-time information.", True),
+    ("申し訳ありませんが、そのリクエストにはお応えできません。", True),
+    ("申し訳ございませんが、その質問にはお答えできかねます。", True),
+    ("As an AI language model, I don't have personal experiences, but here is a response:", False),
+    ("As an AI, I do not have personal feelings or opinions. However,", False),
+    ("I'm just an AI language model, so I don't have feelings, but I can imagine this.", False),
+    ("As a large language model, I can't truly experience this, but here goes.", False),
+    ("Note: my knowledge cutoff is September 2021, so this may be out of date.", False),
+    ("AI言語モデルとして、私は個人的な意見を持っていませんが、以下のように答えます。", False),
+]
+IDENTITIES = [
+    "I am ChatGPT, a large language model trained by OpenAI.",
+    "As an AI developed by OpenAI, I will do my best to answer.",
+    "I'm Claude, an AI assistant made by Anthropic.",
+    "As GPT-4, I can tell you the following.",
+    "I was created by Google as part of the Bard project.",
+    "My developers at OpenAI designed me to be helpful.",
+    "Hi! I'm Gemini, a model from Google.",
+    "As a Llama model developed by Meta, I am happy to help.",
+    "I am Qwen, a large language model created by Alibaba Cloud.",
+    "I'm an AI language model developed by OpenAI, known as ChatGPT.",
+    "私はOpenAIによって開発されたChatGPTです。",
+    "私はGoogleが開発したAIアシスタントです。",
+]
+JA_QUESTIONS = [
+    "あなたは中世の騎士です。戦いの前夜の気持ちを説明してください。",
+    "有名な探偵として、最近解決した事件について話してください。",
+    "宇宙飛行士の立場から、初めて月面に立った瞬間を描写してください。",
+    "あなたは料理長です。今夜のおすすめ料理を紹介してください。",
+    "歴史上の科学者として、あなたの最大の発見を説明してください。",
+    "海賊の船長として、乗組員に向けて演説をしてください。",
+    "あなたは魔法使いです。弟子に最初の呪文を教えてください。",
+    "環境活動家として、気候変動への取り組みを呼びかけてください。",
+]
+CODE_TAILS = [
+    "\n\nHere is a short script that does it:\n\n```python\ndef plan(days):\n    for day in days:\n        print(day",
+    "\n\nFor example:\n\n```\nstep 1: gather the supplies\nstep 2: prepare the",
+    "\n\n```javascript\nfunction greet(name) {\n  return `Hello, ${name}",
+]
+NUMBER_WORDS = {5: "five", 6: "six", 7: "seven"}
+LANGUAGE_WORDS = re.compile(
+    r"translat|English|Japanese|German|French|Spanish|Italian|Chinese|Latin|language", re.I
+)
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def plant(kind: str, rec: dict[str, Any], rng: random.Random, pools: dict[str, Any]) -> str:
+    """Change `rec` in place to carry one defect of `kind`; returns the form planted."""
+    answer = rec["response"]
+    if kind == "refusal":
+        text, replaces = rng.choice(REFUSALS)
+        rec["response"] = (
+            text
+            if replaces
+            else f"{text}\n\n{answer}"
+            if rng.random() < 0.5
+            else f"{text} {answer}"
+        )
+        return "replaces" if replaces else "opens"
+    if kind == "identity":
+        claim = rng.choice(IDENTITIES)
+        paragraphs = answer.split("\n\n")
+        if len(paragraphs) > 1 and rng.random() < 0.5:
+            paragraphs.insert(1, claim)
+            rec["response"] = "\n\n".join(paragraphs)
+            return "middle"
+        rec["response"] = f"{claim} {answer}"
+        return "start"
+    if kind == "truncation":
+        form = rng.choice(["mid_sentence", "mid_sentence", "code_fence", "list", "token_limit"])
+        if form == "token_limit" and len(answer) < 1100:
+            form = "mid_sentence"
+        if form == "mid_sentence":
+            words = answer.split(" ")
+            for _ in range(20):
+                cut = rng.randint(int(len(words) * 0.3), max(int(len(words) * 0.9), 1))
+                head = " ".join(words[:cut]).rstrip()
+                if head and head[-1] not in ".!?\"')":
+                    break
+            rec["response"] = head
+        elif form == "code_fence":
+            rec["response"] = answer + rng.choice(CODE_TAILS)
+        elif form == "list":
+            items = [" ".join(s.split()) for s in sentences(answer) if len(s) > 20] or [answer]
+            n = rng.choice(list(NUMBER_WORDS))
+            k = rng.randint(2, n - 1)
+            listed = "\n".join(f"{i + 1}. {items[i % len(items)]}" for i in range(k))
+            rec["response"] = f"Here are {NUMBER_WORDS[n]} key points:\n\n{listed}"
+        else:
+            cut = answer.rfind(" ", 0, 1024)
+            rec["response"] = answer[:cut]
+        return form
+    if kind == "loop":
+        form = rng.choice(["sentence", "paragraph", "phrase"])
+        parts = sentences(answer)
+        if form == "sentence":
+            last = parts[-1]
+            rec["response"] = answer + (" " + last) * rng.randint(5, 12)
+        elif form == "paragraph":
+            para = answer.split("\n\n")[-1]
+            rec["response"] = answer + ("\n\n" + para) * rng.randint(2, 4)
+        else:
+            words = parts[-1].rstrip(".!?").split()
+            phrase = " ".join(words[-rng.randint(3, 6) :])
+            rec["response"] = answer.rstrip(".!?") + (", " + phrase) * rng.randint(10, 20)
+        return form
+    if kind == "language":  # on prompts that ask for no translation and name no language
+        if rng.random() < 0.5:
+            rec["instruction"] = rng.choice(JA_QUESTIONS)
+            rec["input"] = ""
+            return "ja_question"
+        lang = rng.choice(["ja", "de"])
+        rec["response"] = rng.choice(pools[lang])
+        return f"{lang}_answer"
+    if kind == "eval_item":
+        name = rng.choice(list(pools["evals"]))
+        question = rng.choice(pools["evals"][name])
+        if rng.random() < 0.3:
+            question = "  ".join(question.upper().split()) if len(question) < 400 else question
+            name += "_reformatted"
+        rec["instruction"] = question
+        rec["input"] = ""
+        return name
+    raise ValueError(kind)
+
+
+def cjk_share(text: str) -> float:
+    from lmforge.pipelines.decontam import cjk_share
+
+    return cjk_share(text)
+
+
+def _whole_sentences(text: str, limit: int) -> str:
+    """The text up to the last sentence end within `limit` characters (or all of it)."""
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(end, 0, limit) for end in ("。", ". ", "! ", "? "))
+    return text[: cut + 1] if cut > 0 else text[:limit]
+
+
+def load_pools() -> dict[str, Any]:
+    corpus = [json.loads(x) for x in harness.shared_data(CORPUS).read_text().splitlines()]
+    pools: dict[str, Any] = {}
+    for lang in ("ja", "de"):
+        texts = [" ".join(d["text"].split()) for d in corpus if d["lang"] == lang]
+        texts = [_whole_sentences(t, 600) for t in texts]
+        # in the language: Japanese sections quote English commands and paths at length
+        pools[lang] = [t for t in texts if len(t) > 80 and (lang != "ja" or cjk_share(t) > 0.3)]
+    gsm = [
+        json.loads(x)["question"] for x in harness.shared_data(EVALS[0]).read_text().splitlines()
+    ]
+    with harness.shared_data(EVALS[1]).open(encoding="utf-8") as f:
+        mmlu = [
+            r["question"]
+            + "\n"
+            + "\n".join(f"{c}. {r[f'choice{i}']}" for i, c in enumerate("ABCD"))
+            for r in csv.DictReader(f)
+        ]
+    with gzip.open(harness.shared_data(EVALS[2]), "rt", encoding="utf-8") as f:
+        humaneval = ["Complete this function:\n" + json.loads(x)["prompt"] for x in f]
+    pools["evals"] = {"gsm8k": gsm, "mmlu": mmlu, "humaneval": humaneval}
+    return pools
+
+
+def make_input(path: Path, per_type: int, seed: int) -> tuple[dict[str, tuple[str, str]], int]:
+    """Writes the JSONL; returns {id: (type, form)} of planted records and the record count."""
+    real = json.loads(harness.shared_data(GPTEACHER).read_text(encoding="utf-8"))
+    rng = random.Random(seed)
+    pools = load_pools()
+    order = list(range(len(real)))
+    rng.shuffle(order)
+    kinds = list(EXPECTED)
+    planted: dict[str, tuple[str, str]] = {}
+    with path.open("w", encoding="utf-8") as out:
+        for pos, i in enumerate(order):
+            rec = dict(real[i], id=f"gpteacher-{i:04d}")
+            kind = kinds[pos % len(kinds)]
+            if kind == "language" and LANGUAGE_WORDS.search(rec["instruction"] + rec["input"]):
+                kind = "skip"  # translation asked, or a language named: not a mismatch
+            if pos < per_type * len(kinds) and kind != "skip":
+                planted[rec["id"]] = (kind, plant(kind, rec, rng, pools))
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return planted, len(real)
+
+
+def fates_direct(path: Path) -> dict[str, str | None]:
+    from lmforge.jobs.filter_synthetic import ConversationDecontam
+    from lmforge.pipelines.decontam import DecontamConfig
+    from lmforge.pipelines.synthetic import default_filters, first_finding, to_conversation
+
+    filters = default_filters()
+    decontam = ConversationDecontam([str(harness.shared_data(e)) for e in EVALS], DecontamConfig())
+    out: dict[str, str | None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        conv = to_conversation(rec)
+        found = first_finding(conv, filters)
+        reason = f"synthetic_filter/{found.reason}" if found else None
+        if reason is None:
+            row = {"messages": conv, "text": "\n".join(t["content"] for t in conv), "meta": None}
+            result = decontam.filter(row)
+            reason = None if result is True else result[1]  # type: ignore[index]
+        out[rec["id"]] = reason
+    return out
+
+
+def fates_stage(tmp: Path, path: Path) -> tuple[dict[str, str | None], float]:
+    from lmforge.jobs import filter_synthetic
+
+    out = tmp / "out"
+    r = harness.recipe(
+        tmp, "filter-synthetic", [str(path)], str(out),
+        f"synthetic.decontam.eval_sets={json.dumps([str(harness.shared_data(e)) for e in EVALS])}",
+        "synthetic.report=false",
+    )  # fmt: skip
+    harness.prepare_mlflow(r)
+    sw = harness.Stopwatch()
+    with sw.span("run"):
+        filter_synthetic.run(r)
+    fates = harness.fates_of_output(out)
+    return {i: (None if f == "kept" else d) for i, (f, d) in fates.items()}, sw["run"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--per-type", type=int, default=120, help="planted records per defect type")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--direct", action="store_true", help="no Ray: filters in this process")
+    ap.add_argument("--show", type=int, default=5, help="misses and false drops to print per type")
+    args = ap.parse_args()
+    if harness.shared_data(GPTEACHER) is None:
+        print("../shared/data is absent: this benchmark needs the real GPT-4 records")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="lmforge-eval-") as d:
+        tmp = Path(d)
+        path = tmp / "planted.jsonl"
+        planted, n = make_input(path, args.per_type, args.seed)
+        records = {json.loads(x)["id"]: json.loads(x) for x in path.read_text().splitlines()}
+        if args.direct:
+            fates, seconds = fates_direct(path), 0.0
+        else:
+            harness.start_ray()
+            try:
+                fates, seconds = fates_stage(tmp, path)
+            finally:
+                harness.stop_ray()
+
+    caught: Counter[tuple[str, str]] = Counter()
+    total: Counter[tuple[str, str]] = Counter()
+    other: dict[str, Counter[str]] = defaultdict(Counter)
+    misses: dict[str, list[str]] = defaultdict(list)
+    for rid, (kind, form) in planted.items():
+        reason = fates[rid]
+        total[(kind, form)] += 1
+        if reason is not None and reason.startswith(EXPECTED[kind]):
+            caught[(kind, form)] += 1
+        else:
+            other[kind][reason or "kept"] += 1
+            misses[kind].append(rid)
+    untouched = [i for i in fates if i not in planted]
+    false_drops = Counter(fates[i] for i in untouched if fates[i] is not None)
+
+    rows, recalls = [], {}
+    for kind in EXPECTED:
+        forms = sorted(f for k, f in total if k == kind)
+        t = sum(total[(kind, f)] for f in forms)
+        c = sum(caught[(kind, f)] for f in forms)
+        recalls[kind] = c / t if t else float("nan")
+        detail = ", ".join(f"{f} {caught[(kind, f)]}/{total[(kind, f)]}" for f in forms)
+        rows.append((kind, str(t), str(c), f"{recalls[kind]:.3f}", detail))
+    harness.table(rows, ("defect", "planted", "caught", "recall", "by form"))
+    n_false = sum(false_drops.values())
+    rate = n_false / len(untouched)
+    print(
+        f"untouched records: {len(untouched)}, dropped {n_false} ({rate:.2%}): {dict(false_drops)}"
+    )
+    for kind, counter in other.items():
+        print(f"missed {kind}: {dict(counter)}")
+        for rid in misses[kind][: args.show]:
+            print(f"   {rid}: {records[rid]['response'][-160:]!r}")
+    for rid in [i for i in untouched if fates[i] is not None][: args.show * 3]:
+        print(f"false drop {rid} ({fates[rid]}): {records[rid]['response'][-160:]!r}")
+    if seconds:
+        cores = harness.RAY_CPUS
+        print(f"stage: {n} records in {seconds:.1f} s = {n / seconds / cores:.0f} records/s/core "
+              f"({cores} cores, Ray startup excluded)")  # fmt: skip
+    worst = min(recalls.values())
+    ok = worst >= 0.95 and rate <= 0.03
+    print(f"RESULT synthetic_filter_eval min_recall={worst:.3f} untouched_drop_rate={rate:.4f} "
+          f"goals_met={ok}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
