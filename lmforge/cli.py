@@ -24,7 +24,7 @@ STAGE_MODULES = {
     "register": "lmforge.jobs.register",
     "serve": "lmforge.jobs.serve",
 }
-DECONTAM_STAGES = {"curate"}
+DECONTAM_STAGES = {"curate", "filter-synthetic"}
 STAGE_HELP = {
     "curate": "Read raw documents, normalize, filter and deduplicate them (Ray Data).",
     "filter-synthetic": "Filter GPT-4-style instruction data: refusals, identity claims, "
