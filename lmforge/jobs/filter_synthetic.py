@@ -236,6 +236,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             rows = _near_dedup(rows, cfg)
         if cfg.scoring.model:
             rows = _score(rows, cfg)
+        rows = rows.materialize()  # written and reported from, computed once
         manifest = write_stage_output(
             rows,
             output,

@@ -13,7 +13,9 @@ unless kept + dropped + quarantined equals the rows read.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -51,35 +53,36 @@ def write_stage_output(
     kept_columns: list[str] | None = None,
     kept_jsonl: bool = False,
 ) -> dict[str, Any]:
-    """Materialize `ds` (ROW_SCHEMA rows), write each fate, reconcile, write the manifest.
+    """Write `ds` (ROW_SCHEMA rows) by fate in one pass, reconcile, write the manifest.
 
     Returns the manifest. Each fate's folder is replaced as a whole, so a rerun never
     mixes rows of two runs. kept_jsonl: also write the kept rows as JSON lines (chat data
     that other tools read); dropped and quarantined rows always are.
-    """
-    from ray.data.datasource import FilenameProvider
 
+    One Ray Data pass writes every fate of each batch (Parquet, plus JSONL) and returns
+    its counts by fate and reason: a pass per fate and format, as `write_parquet` and
+    `write_json` would need, costs a dataset execution each (1-3 s apiece on a small
+    machine, whatever the data size).
+    """
+    fs, root = storage.filesystem(output)
     for fate in FATES:  # not the whole folder: a stage may keep its own state beside
         storage.remove(storage.join(output, fate))
-    ds = ds.materialize()  # computed once, then split three ways
-    read = ds.count()
+        fs.create_dir(f"{root}/{fate}", recursive=True)
     columns = {**COLUMNS, KEPT: kept_columns or KEPT_COLUMNS}
-    for fate in FATES:
-        part = ds.map_batches(
-            _select, fn_args=(fate, columns[fate]), batch_format="pyarrow", zero_copy_batch=True
-        )
-        folder = storage.join(output, fate)
-        part.write_parquet(folder, min_rows_per_file=ROWS_PER_FILE)
-        if fate != KEPT or kept_jsonl:  # the ones people read: also as JSON lines
-            part.write_json(
-                folder,
-                filename_provider=FilenameProvider(file_format="jsonl"),
-                min_rows_per_file=ROWS_PER_FILE,
-                force_ascii=False,
-            )
+    jsonl = tuple(f for f in FATES if f != KEPT or kept_jsonl)
+    tallies = ds.map_batches(
+        _write_fates,
+        fn_kwargs={"output": output, "columns": columns, "jsonl": jsonl},
+        batch_size=ROWS_PER_FILE,
+        batch_format="pyarrow",
+    )
+    counted: Counter[str] = Counter()
+    for row in tallies.iter_rows():
+        counted[row["key"]] += row["n"]
+    read = sum(counted[f"fate:{fate}"] for fate in FATES)
     written = {fate: _count_parquet(storage.join(output, fate)) for fate in FATES}
     total = sum(written.values())
-    if total != read:
+    if total != read or any(written[f] != counted[f"fate:{f}"] for f in FATES):
         raise AccountingError(
             f"{stage}: read {read} rows but wrote {total} "
             f"(kept {written[KEPT]}, dropped {written[DROPPED]}, "
@@ -91,16 +94,48 @@ def write_stage_output(
         "inputs": inputs,
         "mlflow_run_id": run_id,
         "counts": {"read": read, **written},
-        "dropped_by_reason": _reasons(ds, DROPPED, "reason"),
-        "quarantined_by_step": _reasons(ds, QUARANTINED, "step"),
+        "dropped_by_reason": _by_prefix(counted, "reason:"),
+        "quarantined_by_step": _by_prefix(counted, "step:"),
         "schema": {f: str(t) for f, t in _kept_schema(storage.join(output, KEPT)).items()},
     }
     storage.write_manifest(output, manifest)
     return manifest
 
 
-def _select(batch: pa.Table, fate: str, columns: list[str]) -> pa.Table:
-    return batch.filter(pc.equal(batch["fate"], fate)).select(columns)
+def _write_fates(
+    batch: pa.Table, output: str, columns: dict[str, list[str]], jsonl: tuple[str, ...]
+) -> pa.Table:
+    """Write one batch's rows of each fate to `<output>/<fate>/<uuid>.parquet` (+ .jsonl);
+    return its counts: "fate:<fate>", "reason:<step/reason>" (dropped), "step:<step>"
+    (quarantined)."""
+    import pyarrow.parquet as pq
+
+    fs, root = storage.filesystem(output)
+    name = uuid.uuid4().hex
+    counts: Counter[str] = Counter()
+    for fate in FATES:
+        part = batch.filter(pc.equal(batch["fate"], fate))
+        counts[f"fate:{fate}"] += part.num_rows
+        if part.num_rows == 0:
+            continue
+        if fate == DROPPED:
+            steps, reasons = part["step"].to_pylist(), part["reason"].to_pylist()
+            counts.update(f"reason:{reason_key(s, r)}" for s, r in zip(steps, reasons, strict=True))
+        elif fate == QUARANTINED:
+            counts.update(f"step:{s}" for s in part["step"].to_pylist())
+        part = part.select(columns[fate])
+        pq.write_table(part, f"{root}/{fate}/{name}.parquet", filesystem=fs)
+        if fate in jsonl:
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part.to_pylist())
+            with fs.open_output_stream(f"{root}/{fate}/{name}.jsonl") as f:
+                f.write(lines.encode("utf-8"))
+    return pa.table({"key": list(counts), "n": list(counts.values())}, schema=_TALLY)
+
+
+def _by_prefix(counts: Counter[str], prefix: str) -> dict[str, int]:
+    return {
+        k.removeprefix(prefix): n for k, n in sorted(counts.items()) if k.startswith(prefix) and n
+    }
 
 
 def parquet_dataset(folder: str) -> pads.Dataset | None:
@@ -126,25 +161,6 @@ def _count_parquet(folder: str) -> int:
 def _kept_schema(folder: str) -> dict[str, pa.DataType]:
     dataset = parquet_dataset(folder)
     return {f.name: f.type for f in dataset.schema} if dataset is not None else {}
-
-
-def _reasons(ds: Any, fate: str, column: str) -> dict[str, int]:
-    """Counts of "step/value" among rows of one fate: tallied per block on the workers,
-    so only one small table per block comes back to the driver."""
-    counter: Counter[str] = Counter()
-    tallies = ds.map_batches(_tally, fn_args=(fate, column), batch_format="pyarrow")
-    for row in tallies.iter_rows():
-        counter[row["key"]] += row["n"]
-    return dict(sorted(counter.items()))
-
-
-def _tally(batch: pa.Table, fate: str, column: str) -> pa.Table:
-    rows = batch.filter(pc.equal(batch["fate"], fate))
-    steps, values = rows["step"].to_pylist(), rows[column].to_pylist()
-    keys = Counter(
-        s if column == "step" else reason_key(s, v) for s, v in zip(steps, values, strict=True)
-    )
-    return pa.table({"key": list(keys), "n": list(keys.values())}, schema=_TALLY)
 
 
 def reason_key(step: str, reason: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from lmforge.pipelines.decontam import cjk_share
@@ -60,6 +61,14 @@ class LanguageMatchConfig:
     """Both the question's and the answer's language must be at least this sure."""
 
 
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _has_letters(text: str, n: int) -> bool:
+    """Whether `text` has at least `n` letters (stops counting at n)."""
+    return sum(1 for _ in islice(_LETTER.finditer(text), n)) >= n
+
+
 def _name_pattern(name: str) -> str:
     """A language's name as a word: "English" not inside "Englishman"; Japanese names
     ("英語") have no word boundary to look for."""
@@ -91,7 +100,7 @@ class LanguageMismatchFilter(ConversationFilter):
         least, score_at_least = self.config.min_letters, self.config.min_score
         if lenient:
             least, score_at_least = least // 2, score_at_least / 2
-        if sum(c.isalpha() for c in prose) < least:
+        if not _has_letters(prose, least):
             return None
         lang, score = self.langid.detect(prose)
         return lang if score >= score_at_least else None
@@ -124,7 +133,7 @@ class LanguageMismatchFilter(ConversationFilter):
         """ "CJK" or "non-CJK" when the answer is written in the other script family than
         the prompt (fastText is unsure of Japanese full of commands and paths)."""
         prose = _CODE.sub(" ", answer)
-        if sum(c.isalpha() for c in prose) < self.config.min_letters:
+        if not _has_letters(prose, self.config.min_letters):
             return None
         asked, said = cjk_share(_CODE.sub(" ", prompt)), cjk_share(prose)
         if asked < 0.05 and said > 0.3:
