@@ -252,6 +252,11 @@ def test_ai_disclaimers_are_in_character_when_the_prompt_casts_an_ai(prompt: str
     assert RefusalFilter().check(conv) is None
     # a real refusal is still a refusal in character
     assert RefusalFilter().check(qa("I'm sorry, but I can't assist with that.", prompt))
+    # and the vendor boilerplate is no character's line, unless the prompt asked for it
+    boilerplate = qa("As an AI language model, I don't have experiences, but here goes.", prompt)
+    assert RefusalFilter().check(boilerplate) == "refusal/disclaimer"
+    as_lm = qa(boilerplate[1]["content"], prompt + " You are a language model come to life.")
+    assert RefusalFilter().check(as_lm) is None
 
 
 # ---------------------------------------------------------------------------- identity

@@ -100,6 +100,11 @@ def test_loops_are_dropped(answer: str, kind: str) -> None:
     assert found is not None and found.reason == f"repetition/{kind}"
 
 
+def test_short_emphatic_repeats_are_not_loops() -> None:
+    assert RepetitionFilter().check(qa(STORY + " Ha! Ha! Ha! Ha!")) is None
+    assert RepetitionFilter().check(qa(STORY + " Yarrr!" * 8)) == "repetition/tail"
+
+
 def test_a_chorus_is_not_a_loop() -> None:
     chorus = "Oh the light, the light, it guides us home tonight\nAcross the sea we roam"
     verses = [

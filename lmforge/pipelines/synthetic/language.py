@@ -102,6 +102,8 @@ class LanguageMismatchFilter(ConversationFilter):
             least, score_at_least = least // 2, score_at_least / 2
         if not _has_letters(prose, least):
             return None
+        if sum(c.isupper() for c in prose) * 2 > len(prose):
+            prose = prose.lower()  # fastText takes "WRITE A POEM" for another language
         lang, score = self.langid.detect(prose)
         return lang if score >= score_at_least else None
 

@@ -62,6 +62,16 @@ _AI_DISCLAIMER = _any_of(
     r"\s+(?:opinions|feelings|emotions|experiences|beliefs|preferences|views)",
     r"AI言語モデルとして|私は(?:AI|人工知能)(?:言語モデル|アシスタント)?(?:です|であり|なので)",
 )
+# The vendor boilerplate among them: an AI character in a story does not call itself a
+# "language model", so these count even when the prompt casts the assistant as an AI
+# (unless the prompt itself says "language model").
+_LM_DISCLAIMER = _any_of(
+    r"\bas\s+an?\s+(?:large\s+)?(?:AI\s+)?language\s+model\b",
+    r"\bI(?:'m|\s+am)\s+(?:just\s+|only\s+|merely\s+|simply\s+)?an?\s+(?:large\s+)?(?:AI\s+)?"
+    r"language\s+model\b",
+    r"AI言語モデルとして|私は(?:AI)?言語モデル",
+)
+_SAYS_LANGUAGE_MODEL = re.compile(r"language\s+model|言語モデル", re.IGNORECASE)
 # A training cutoff: out of place anywhere, since no character, AI or not, has one.
 _CUTOFF = _any_of(
     r"\bmy\s+(?:knowledge|training)(?:\s+data)?\s+cut-?\s?off",
@@ -111,8 +121,9 @@ class RefusalFilter(ConversationFilter):
     Refusal phrases count in an answer's opening `window_chars`, or when the sentences holding
     them are most of the answer: deep in a long helpful answer (a story where a character
     apologises) they are a passing mention. AI disclaimers and training-cutoff remarks count
-    anywhere, disclaimers only unless the prompt cast the assistant as an AI. Quoted speech
-    never counts: it is a character talking.
+    anywhere; disclaimers, where the prompt cast the assistant as an AI, only in their
+    "language model" form (unless the prompt says that too). Quoted speech never counts:
+    it is a character talking.
     """
 
     name = "refusal"
@@ -122,8 +133,11 @@ class RefusalFilter(ConversationFilter):
 
     def inspect(self, conv: Sequence[Turn]) -> Finding | None:
         anywhere = [("cutoff", _CUTOFF)]
-        if not _CASTS_AS_AI.search(prompt_text(conv)):
+        prompt = prompt_text(conv)
+        if not _CASTS_AS_AI.search(prompt):
             anywhere.append(("disclaimer", _AI_DISCLAIMER))
+        elif not _SAYS_LANGUAGE_MODEL.search(prompt):
+            anywhere.append(("disclaimer", _LM_DISCLAIMER))
         for answer in answers(conv):
             text = answer.translate(_APOSTROPHES)
             for kind, pattern in anywhere:

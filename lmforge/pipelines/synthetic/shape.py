@@ -323,12 +323,14 @@ class RepetitionFilter(ConversationFilter):
 
 def _looping_tail(tokens: list[str], repeats: int, max_unit: int = 40) -> list[str] | None:
     """The unit (1..max_unit tokens) that the end of `tokens` repeats `repeats`+ times in a
-    row, covering at least 12 tokens; None when the end does not loop."""
+    row, covering at least 12 tokens ("Ha! Ha! Ha! Ha!" is laughter) or repeated twice that
+    often; None when the end does not loop."""
     n = len(tokens)
     for p in range(1, min(max_unit, n // repeats) + 1):
         run = 0  # tokens at the end equal to the token p before them
         while run < n - p and tokens[n - 1 - run] == tokens[n - 1 - run - p]:
             run += 1
-        if run + p >= max(repeats * p, 12):
+        times = (run + p) // p
+        if times >= repeats and (run + p >= 12 or times >= 2 * repeats):
             return tokens[n - p :]
     return None
