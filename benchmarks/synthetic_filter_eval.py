@@ -198,12 +198,6 @@ def plant(kind: str, rec: dict[str, Any], rng: random.Random, pools: dict[str, A
     raise ValueError(kind)
 
 
-def cjk_share(text: str) -> float:
-    from lmforge.pipelines.decontam import cjk_share
-
-    return cjk_share(text)
-
-
 def _whole_sentences(text: str, limit: int) -> str:
     """The text up to the last sentence end within `limit` characters (or all of it)."""
     if len(text) <= limit:
@@ -213,6 +207,8 @@ def _whole_sentences(text: str, limit: int) -> str:
 
 
 def load_pools() -> dict[str, Any]:
+    from lmforge.pipelines.decontam import cjk_share
+
     corpus = [json.loads(x) for x in harness.shared_data(CORPUS).read_text().splitlines()]
     pools: dict[str, Any] = {}
     for lang in ("ja", "de"):

@@ -11,7 +11,7 @@ duplicates; none of the filters looks at such a marker. Written as JSONL shards.
 Both sides do the same work: parse, map each record to a conversation (unknown shapes
 quarantined), run the default per-conversation filters (the first objection is the
 reason), exact dedup of prompts keeping the smallest id, and write the outputs. The
-baseline is a plain loop over `to_conversation` + `first_finding(conv, default_filters())`.
+baseline is a plain loop over the stage's own steps (`ExtractConversation`, `ConversationFilters`).
 The fate of every record (kept, or dropped/quarantined with its step and reason) must match.
 Near-duplicate prompts are off on both sides (the replicas ARE near duplicates, and the
 baseline has no MinHash; `benchmarks/minhash.py` measures it), as are decontamination
@@ -100,41 +100,24 @@ def run_lmforge(tmp: Path, data: Path) -> tuple[float, Path]:
 
 def run_baseline(tmp: Path, data: Path) -> tuple[float, list[dict[str, Any]]]:
     """The filter-synthetic rules as one loop."""
-    from lmforge.jobs.filter_synthetic import KEPT_COLUMNS, PROMPT_STEP
-    from lmforge.pipelines.records import KEPT
-    from lmforge.pipelines.steps import drop, quarantine, update_meta
-    from lmforge.pipelines.synthetic import (
-        RecordError,
-        SyntheticFilterConfig,
-        default_filters,
-        detect_format,
-        first_finding,
-        prompt_text,
-        render_text,
-        to_conversation,
+    from lmforge.jobs.filter_synthetic import (
+        KEPT_COLUMNS,
+        PROMPT_STEP,
+        ConversationFilters,
+        ExtractConversation,
     )
+    from lmforge.pipelines.records import KEPT
+    from lmforge.pipelines.synthetic import SyntheticFilterConfig, prompt_text
 
-    filters = default_filters(SyntheticFilterConfig())
+    # the stage's own per-row steps, run in a plain loop instead of a Ray actor pool
+    steps = [ExtractConversation(), ConversationFilters(SyntheticFilterConfig())]
     sw = harness.Stopwatch()
     with sw.span("run"):
         rows = harness.read_rows_plain(sorted(data.glob("*.jsonl")))
-        for row in rows:
-            if row["fate"] != KEPT:
-                continue
-            record = json.loads(row["raw"])
-            try:
-                conv = to_conversation(record)
-                fmt = detect_format(record)
-            except RecordError as e:
-                quarantine(row, "extract", str(e))
-                continue
-            row.update(
-                messages=conv, text=render_text(conv), meta=json.dumps({"format": fmt}), raw=None
-            )
-            found = first_finding(conv, filters)
-            if found is not None:
-                update_meta(row, evidence=found.evidence)
-                drop(row, "synthetic_filter", found.reason)
+        for step in steps:
+            for row in rows:
+                if row["fate"] == KEPT:
+                    step.apply(row)
         harness.exact_dedup_plain(
             rows,
             text_of=lambda r: prompt_text(r["messages"]),
@@ -176,7 +159,7 @@ def main() -> int:
         [
             ("lmforge filter-synthetic (Ray Data)", str(cores), harness.fmt(t_lm, 2),
              harness.fmt(n / t_lm), harness.fmt(n / t_lm / cores)),
-            ("plain loop: to_conversation + first_finding", "1", harness.fmt(t_base, 2),
+            ("plain loop: the same steps", "1", harness.fmt(t_base, 2),
              harness.fmt(n / t_base), harness.fmt(n / t_base)),
         ],
         ("", "cores", "seconds", "records/s", "records/s/core"),

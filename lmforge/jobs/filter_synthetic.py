@@ -36,7 +36,7 @@ from lmforge.pipelines.decontam import (
     words,
 )
 from lmforge.pipelines.dedup import exact_dedup
-from lmforge.pipelines.outputs import parquet_dataset, write_stage_output
+from lmforge.pipelines.outputs import parquet_dataset, reason_key, write_stage_output
 from lmforge.pipelines.readers import read_rows
 from lmforge.pipelines.steps import Filter, Pipeline, Step, quarantine, update_meta
 from lmforge.pipelines.synthetic import (
@@ -289,8 +289,6 @@ def examples_by_reason(
 ) -> dict[str, list[dict[str, str]]]:
     """Up to `per_reason` dropped rows of each "step/reason": id, evidence and the start of
     the conversation. Streams the written Parquet and stops once every reason has its share."""
-    from lmforge.pipelines.outputs import reason_key
-
     found: dict[str, list[dict[str, str]]] = defaultdict(list)
     dataset = parquet_dataset(storage.join(output, "dropped"))
     if dataset is None:

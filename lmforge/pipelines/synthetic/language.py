@@ -14,7 +14,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
 
 from lmforge.pipelines.decontam import cjk_share
 from lmforge.pipelines.synthetic.base import ConversationFilter, Finding, clip
@@ -117,16 +116,15 @@ class LanguageMismatchFilter(ConversationFilter):
             switch = self._script_switch(prompt, answer)
             if said is None and switch is None:
                 continue
-            asked = {self.detect(question)} | {
-                self.detect(line, lenient=True) for line in prompt.split("\n")
-            }
+            whole = self.detect(question)
+            asked = {whole} | {self.detect(line, lenient=True) for line in prompt.split("\n")}
             asked.discard(None)
             if switch is None and (not asked or said in asked):
                 continue
             named = [lang for lang, names in self._names.items() if names.search(prompt)]
             if said in named or (switch is not None and named):
                 continue
-            lang = self.detect(question) or "/".join(sorted(str(x) for x in asked)) or "?"
+            lang = whole or "/".join(sorted(str(x) for x in asked)) or "?"
             what = said or switch
             return Finding(self.name, f"asked in {lang}, answered in {what}: {clip(answer)}")
         return None
@@ -143,6 +141,3 @@ class LanguageMismatchFilter(ConversationFilter):
         if asked > 0.3 and said < 0.05:
             return "non-CJK"
         return None
-
-    def __reduce__(self) -> tuple[Any, ...]:  # the fastText model is rebuilt, not pickled
-        return (type(self), (self.config,))
