@@ -38,7 +38,7 @@ def build_model_dir(path: Path, preset: str, vocab_size: int) -> None:
     from transformers import LlamaForCausalLM
 
     from lmforge.pipelines.tokenizer import train_tokenizer
-    from lmforge.platform.presets import get_preset
+    from lmforge.train.presets import get_preset
 
     tok = train_tokenizer((d["text"] for d in harness.docstrings(3000)), vocab_size)
     tok.save_pretrained(path)

@@ -123,10 +123,10 @@ def run_baseline(tokens: Path, args: argparse.Namespace) -> dict[str, float]:
     import torch
     from transformers import LlamaForCausalLM
 
-    from lmforge.jobs.train_loop import lr_factor
+    from lmforge.train.loop import lr_factor
     from lmforge.pipelines.tokenizer import load_tokenizer
     from lmforge.platform.config import PretrainConfig
-    from lmforge.platform.presets import get_preset
+    from lmforge.train.presets import get_preset
 
     torch.set_num_threads(harness.RAY_CPUS)
     device = torch.device("cuda" if args.use_gpu else "cpu")

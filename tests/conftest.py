@@ -98,4 +98,4 @@ def wait_for_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 
 def lmforge_cmd() -> list[str]:
     exe = shutil.which("lmforge", path=str(BIN))
-    return [exe] if exe else [sys.executable, "-m", "lmforge.cli"]
+    return [exe] if exe else [sys.executable, "-m", "lmforge.jobs.cli"]

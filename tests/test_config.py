@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.platform.config import ConfigError, load_recipe
-from lmforge.platform.presets import PRESETS, estimate
+from lmforge.train.presets import PRESETS, estimate
 
 from conftest import ROOT, lmforge_cmd
 

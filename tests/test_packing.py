@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from lmforge.jobs.train_loop import LoopConfig, lr_factor
+from lmforge.train.loop import LoopConfig, lr_factor
 from lmforge.pipelines.packing import is_validation, pack
 
 

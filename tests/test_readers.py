@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from lmforge.pipelines import progress
+from lmforge.pipelines import resume
 from lmforge.pipelines.readers import expand, parse_file, public_uri, read_rows, split_hf
 
 from conftest import free_port
@@ -255,10 +255,10 @@ def test_s3_glob_with_the_endpoint_in_the_uri(s3: str) -> None:
 def test_progress_markers_on_s3() -> None:
     files = expand(["s3://corpus/in"])
     output = "s3://corpus/out/curate"
-    assert progress.finished(output, files) == set()
-    progress.mark_done(output, files[1], {"read": 1, "kept": 1})
-    assert progress.finished(output, files) == {files[1]}
-    assert progress.done_counts(output, files) == {files[1]: {"read": 1, "kept": 1}}
+    assert resume.finished(output, files) == set()
+    resume.mark_done(output, files[1], {"read": 1, "kept": 1})
+    assert resume.finished(output, files) == {files[1]}
+    assert resume.done_counts(output, files) == {files[1]: {"read": 1, "kept": 1}}
 
 
 # ------------------------------------------------------------------------------ progress
@@ -267,16 +267,16 @@ def test_progress_markers_on_s3() -> None:
 def test_progress_markers(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     files = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "s3://b/c.jsonl?scheme=http"]
-    assert progress.finished(out, files) == set()  # no output folder yet
-    progress.mark_done(out, files[0], {"read": 3, "kept": 2, "dropped": 1, "quarantined": 0})
-    progress.mark_done(out, "s3://key:secret@b/c.jsonl", {"read": 1})
-    assert progress.finished(out, files) == {files[0], files[2]}  # the same public URI
-    assert progress.done_counts(out, files)[files[0]]["kept"] == 2
+    assert resume.finished(out, files) == set()  # no output folder yet
+    resume.mark_done(out, files[0], {"read": 3, "kept": 2, "dropped": 1, "quarantined": 0})
+    resume.mark_done(out, "s3://key:secret@b/c.jsonl", {"read": 1})
+    assert resume.finished(out, files) == {files[0], files[2]}  # the same public URI
+    assert resume.done_counts(out, files)[files[0]]["kept"] == 2
     markers = sorted((tmp_path / "out" / "_progress").iterdir())
-    assert [m.name for m in markers] == sorted(progress.marker_name(f) for f in files[::2])
+    assert [m.name for m in markers] == sorted(resume.marker_name(f) for f in files[::2])
     marker = json.loads(
-        (tmp_path / "out" / "_progress" / progress.marker_name(files[2])).read_text()
+        (tmp_path / "out" / "_progress" / resume.marker_name(files[2])).read_text()
     )
     assert marker["file"] == "s3://b/c.jsonl"  # no credentials written down
-    progress.mark_done(out, files[0], {"read": 3})  # marking again replaces the marker
-    assert progress.done_counts(out, files[:1]) == {files[0]: {"read": 3}}
+    resume.mark_done(out, files[0], {"read": 3})  # marking again replaces the marker
+    assert resume.done_counts(out, files[:1]) == {files[0]: {"read": 3}}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmforge.jobs.common import StageResult, check_inputs, log_data_stage, stage_context
-from lmforge.pipelines import progress
+from lmforge.pipelines import resume
 from lmforge.pipelines.dedup import exact_dedup
 from lmforge.pipelines.outputs import parquet_dataset, write_stage_output
 from lmforge.pipelines.readers import expand, read_rows, split_hf
@@ -133,7 +133,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     with stage_context("curate", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
         tracking.record_inputs(inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets])
         units = plan_units(inputs, cfg.files_per_group)
-        done = progress.finished(output, [u.key for u in units])
+        done = resume.finished(output, [u.key for u in units])
         print(f"[lmforge curate] {len(units)} input groups, {len(done)} already done", flush=True)
         for i, unit in enumerate(units):
             if unit.key in done:
@@ -159,7 +159,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             _report(rows, manifest, cfg)
         # finished: the next run starts afresh
         storage.remove(storage.join(output, STAGING))
-        storage.remove(storage.join(output, progress.PROGRESS))
+        storage.remove(storage.join(output, resume.PROGRESS))
     return StageResult("curate", run_id, output, metrics, {"manifest": manifest})
 
 
@@ -186,7 +186,7 @@ def _stage_unit(unit: Unit, cfg: CurateConfig, output: str) -> None:
     rows.write_parquet(folder, min_rows_per_file=100_000)
     dataset = parquet_dataset(folder)
     n = dataset.count_rows() if dataset is not None else 0
-    progress.mark_done(output, unit.key, {"read": n})
+    resume.mark_done(output, unit.key, {"read": n})
 
 
 def _read_staged(folders: list[str]) -> Any:
@@ -224,6 +224,6 @@ def _report(rows: Any, manifest: dict[str, Any], cfg: CurateConfig) -> None:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("curate")

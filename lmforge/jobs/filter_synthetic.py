@@ -330,6 +330,6 @@ def _report(rows: Any, manifest: dict[str, Any], output: str) -> None:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("filter-synthetic")

@@ -77,6 +77,6 @@ def _closing_lines(recipe: Recipe, result: PipelineResult) -> None:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import app
+    from lmforge.jobs.cli import app
 
     app(["run", *sys.argv[1:]], prog_name="python -m lmforge.jobs.pipeline")

@@ -13,12 +13,12 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from lmforge.jobs import sharding
+from lmforge.train import sharding
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
-from lmforge.jobs.train_loop import LoopConfig, train_loop_per_worker
+from lmforge.train.loop import LoopConfig, train_loop_per_worker
 from lmforge.platform import storage, tracking
 from lmforge.platform.config import ConfigError, Recipe
-from lmforge.platform.presets import estimate, get_preset
+from lmforge.train.presets import estimate, get_preset
 
 
 def validate(recipe: Recipe) -> None:
@@ -187,6 +187,6 @@ def _log_loss_plot(run_id: str) -> None:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("pretrain")

@@ -40,6 +40,6 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("register")

@@ -121,6 +121,6 @@ def _serve_forever() -> None:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("serve")

@@ -153,6 +153,6 @@ def _split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    from lmforge.cli import stage_main
+    from lmforge.jobs.cli import stage_main
 
     stage_main("tokenize")

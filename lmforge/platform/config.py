@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from lmforge.pipelines.synthetic import SyntheticFilterConfig
-from lmforge.platform.presets import PRESETS
+from lmforge.train.presets import PRESETS
 
 
 class ConfigError(ValueError):
@@ -30,11 +30,11 @@ def _as_list(v: Any) -> Any:
 PathList = Annotated[list[str], BeforeValidator(_as_list)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class RayConfig(_Section):
+class RayConfig(Section):
     address: str | None = Field(
         None,
         description="Ray cluster to join. None: the RAY_ADDRESS environment variable if set "
@@ -45,7 +45,7 @@ class RayConfig(_Section):
     )
 
 
-class MlflowConfig(_Section):
+class MlflowConfig(Section):
     tracking_uri: str | None = Field(
         None,
         description="MLflow tracking URI. None: MLFLOW_TRACKING_URI if set, otherwise a local "
@@ -54,7 +54,7 @@ class MlflowConfig(_Section):
     experiment: str = Field("lmforge", description="MLflow experiment name.")
 
 
-class LanguageSection(_Section):
+class LanguageSection(Section):
     enabled: bool = Field(True, description="Detect each document's language (fastText lite).")
     languages: list[str] | None = Field(
         None, description="ISO 639-1 codes to keep (None: every language)."
@@ -67,7 +67,7 @@ class LanguageSection(_Section):
     )
 
 
-class QualitySection(_Section):
+class QualitySection(Section):
     gopher_repetition: bool = Field(True, description="Gopher repetition rules (MassiveText).")
     gopher_quality: bool = Field(True, description="Gopher quality rules.")
     c4: bool = Field(True, description="C4 line removal and document rules.")
@@ -77,7 +77,7 @@ class QualitySection(_Section):
     fineweb: bool = Field(True, description="FineWeb's additional quality rules.")
 
 
-class DecontamSection(_Section):
+class DecontamSection(Section):
     eval_sets: PathList = Field(
         default_factory=list,
         description="Evaluation files (GSM8K JSONL, HumanEval .jsonl.gz, MMLU CSV) whose "
@@ -87,7 +87,7 @@ class DecontamSection(_Section):
     n_chars: int = Field(50, ge=5, description="n-gram size in characters for CJK text.")
 
 
-class MinHashSection(_Section):
+class MinHashSection(Section):
     enabled: bool = Field(True, description="MinHash LSH near-duplicate removal.")
     ngram: int = Field(5, ge=1, description="Words per shingle (characters for CJK: char_ngram).")
     char_ngram: int = Field(5, ge=1, description="Characters per shingle for CJK text.")
@@ -95,7 +95,7 @@ class MinHashSection(_Section):
     rows_per_band: int = Field(8, ge=1, description="Rows (permutations) per band.")
 
 
-class CurateConfig(_Section):
+class CurateConfig(Section):
     input: PathList = Field(
         default_factory=list,
         description="Files, folders, globs or URIs to read (JSONL, .jsonl.gz, .jsonl.zst, "
@@ -134,7 +134,7 @@ class CurateConfig(_Section):
     report: bool = Field(True, description="Write and log an HTML report with plots.")
 
 
-class ScoringSection(_Section):
+class ScoringSection(Section):
     model: str | None = Field(
         None,
         description="Local Hugging Face model folder (or `models:/NAME@ALIAS` from the MLflow "
@@ -150,7 +150,7 @@ class ScoringSection(_Section):
     )
 
 
-class SyntheticConfig(_Section):
+class SyntheticConfig(Section):
     input: PathList = Field(
         default_factory=list,
         description="JSON/JSONL files of Alpaca, ShareGPT, OpenAI-messages or MT-Bench answer "
@@ -183,7 +183,7 @@ class SyntheticConfig(_Section):
     report: bool = Field(True, description="Write and log an HTML report with examples.")
 
 
-class TokenizeConfig(_Section):
+class TokenizeConfig(Section):
     input: PathList = Field(
         default_factory=list,
         description="Curated and filtered stage outputs to tokenize (default: the curate and "
@@ -202,7 +202,7 @@ class TokenizeConfig(_Section):
     )
 
 
-class PretrainConfig(_Section):
+class PretrainConfig(Section):
     input: str | None = Field(None, description="Token shards folder (default: <workdir>/tokens).")
     output: str | None = Field(None, description="Output folder (default: <workdir>/pretrain).")
     preset: str = Field("demo", description=f"Model shape: one of {', '.join(PRESETS)}.")
@@ -245,7 +245,7 @@ class PretrainConfig(_Section):
         return v
 
 
-class RegisterConfig(_Section):
+class RegisterConfig(Section):
     input: str | None = Field(
         None, description="Hugging Face model folder (default: <workdir>/pretrain/model)."
     )
@@ -253,7 +253,7 @@ class RegisterConfig(_Section):
     alias: str = Field("candidate", description="Alias set on the new model version.")
 
 
-class ServeConfig(_Section):
+class ServeConfig(Section):
     model: str | None = Field(
         None,
         description="`models:/NAME@ALIAS` in the MLflow registry, or a local Hugging Face "
@@ -280,7 +280,7 @@ class ServeConfig(_Section):
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "register"')
 
-    class Recipe(_Section):
+    class Recipe(Section):
         name: str = Field("lmforge", description="Recipe name, used for the pipeline run.")
         workdir: str = Field("lmforge-work", description="Default root of every stage's output.")
         ray: RayConfig = Field(default_factory=RayConfig)

@@ -172,7 +172,7 @@ def presets(
     gpus: int = typer.Option(8, help="GPUs that shard the model states."),
 ) -> None:
     """List model presets with parameter counts and per-GPU memory by ZeRO stage."""
-    from lmforge.platform.presets import PRESETS, estimate
+    from lmforge.train.presets import PRESETS, estimate
 
     typer.echo(f"{'preset':8} {'params':>10}  GiB/GPU of weights+grads+Adam on {gpus} GPUs")
     typer.echo(f"{'':8} {'':>10}  {'ZeRO-0':>8} {'ZeRO-1':>8} {'ZeRO-2':>8} {'ZeRO-3':>8}")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.jobs import sharding
+from lmforge.train import sharding
 
 
 @dataclass(kw_only=True)
