@@ -9,12 +9,29 @@ transformers 5 on a checkpoint path, so it is not used.)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import Field
+
+from lmforge.platform.config import Section
+from lmforge.platform.hf_model import check_model_dir
+
+
+class RegisterConfig(Section):
+    """The `register` recipe section."""
+
+    input: str | None = Field(
+        None, description="Hugging Face model folder (default: <workdir>/pretrain/model)."
+    )
+    model_name: str = Field("lmforge-model", description="Registered model name in MLflow.")
+    alias: str = Field("candidate", description="Alias set on the new model version.")
+
+
 HF_ARTIFACT = "hf_model"
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+# the one module the pyfunc model imports, shipped inside the model (it imports no lmforge)
+HF_MODEL_CODE = str(Path(__file__).with_name("hf_model.py"))
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,7 @@ def register(hf_dir: str, *, name: str, alias: str) -> Registered:
         name="model",
         python_model=PYFUNC_CODE,
         artifacts={HF_ARTIFACT: hf_dir},
+        code_paths=[HF_MODEL_CODE],
         # listed, not inferred: inference would import and load the model to trace it
         pip_requirements=["torch", "transformers>=5", "safetensors", "tokenizers"],
         registered_model_name=name,
@@ -52,8 +70,7 @@ def resolve_model_dir(model: str) -> str:
     """A local Hugging Face folder for `model`: a local path as is, or `models:/...`
     downloaded from the registry (uses MLFLOW_TRACKING_URI)."""
     if not model.startswith("models:/"):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            raise FileNotFoundError(f"not a Hugging Face model folder (no config.json): {model}")
+        check_model_dir(model)  # config.json and safetensors, or a clear error
         return model
     import mlflow
     import yaml
@@ -65,6 +82,7 @@ def resolve_model_dir(model: str) -> str:
         rel = mlmodel["flavors"]["python_function"]["artifacts"][HF_ARTIFACT]["path"]
     except (KeyError, TypeError):
         raise FileNotFoundError(f"{model} has no {HF_ARTIFACT!r} artifact") from None
+    check_model_dir(str(local / rel))
     return str(local / rel)
 
 

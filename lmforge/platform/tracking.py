@@ -80,7 +80,11 @@ def log_dict(data: dict[str, Any], name: str) -> None:
 
 
 def log_figure(figure: Any, name: str) -> None:
+    """Log a matplotlib figure as an image artifact, then close it (frees its memory)."""
+    import matplotlib.pyplot as plt
+
     mlflow.log_figure(figure, name)
+    plt.close(figure)
 
 
 def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
