@@ -42,18 +42,14 @@ from typing import Any
 import harness
 import numpy as np
 
-from lmforge.pipelines.minhash import PUNCT, MinHashConfig
+from lmforge.pipelines.minhash import MinHashConfig
+from lmforge.pipelines.words import shingle_words
 
 MAX_WORDS = 300  # longer base documents are cut: quality does not need them long
 
 
-def words(text: str) -> list[str]:
-    """lmforge's word tokenization: lowercase, whitespace, punctuation trimmed."""
-    return [w for w in (t.strip(PUNCT) for t in text.lower().split()) if w]
-
-
 def shingle_set(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    w = words(text)
+    w = shingle_words(text)
     return {tuple(w[i : i + n]) for i in range(max(len(w) - n + 1, 1))}
 
 
@@ -207,7 +203,7 @@ def signature_speed(texts: list[str], repeats: int) -> tuple[float, float, float
     cfg = MinHashConfig()
     hasher = MinHasher(cfg)
     arr = pa.array(texts)
-    tokens = [words(t) for t in texts]
+    tokens = [shingle_words(t) for t in texts]
 
     def shingles_of(w: list[str]) -> list[bytes]:
         return [" ".join(w[i : i + 5]).encode() for i in range(max(len(w) - 4, 1))]
@@ -252,7 +248,7 @@ def estimate_errors(pairs: dict[str, list[Any]], limit: int) -> tuple[float, flo
     lm = (sa == sb).mean(axis=1)
 
     def sketch(text: str) -> Any:
-        w = words(text)
+        w = shingle_words(text)
         m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
         m.update_batch([" ".join(w[i : i + 5]).encode() for i in range(max(len(w) - 4, 1))])
         return m

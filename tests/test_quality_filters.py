@@ -23,16 +23,11 @@ from lmforge.pipelines.quality import (
     default_quality_filters,
 )
 from lmforge.pipelines.records import DROPPED, KEPT, empty_row, to_table
-from lmforge.pipelines.scripts import (
-    count_sentences,
-    is_cjk,
-    resolve_lang,
-    sentences,
-    stop_word_count,
-    words,
-)
 from lmforge.pipelines.steps import Pipeline
+from lmforge.pipelines.stop_words import stop_word_count
 from lmforge.pipelines.text import normalize_text
+from lmforge.pipelines.words import count_sentences, sentences, words
+from lmforge.pipelines.writing_systems import is_cjk, resolve_lang
 
 DEBIAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "corpus"
 DEBIAN = DEBIAN / "debian_docs_en_ja_de.jsonl"

@@ -1,11 +1,11 @@
 """Quality filters after datatrove: Gopher repetition, Gopher quality, C4, FineWeb.
 
 Each `Filter` decides as datatrove 0.10.1 does on English (its defaults, each commented
-with its file in src/datatrove/pipeline/filters/), with `scripts.words` for datatrove's
+with its file in src/datatrove/pipeline/filters/), with `words.words` for datatrove's
 spaCy tokens. A reason is `<filter name>/<datatrove's reason>`, e.g. `gopher_rep/top_2_gram`
 (all in `reasons`). The row's `lang` picks the language; without one, the script decides.
 
-For ja, zh and th (`scripts.SEGMENTED`: words are script runs) the rules that assume
+For ja, zh and th (`writing_systems.SEGMENTED`: words are script runs) the rules that assume
 spaces adapt: Gopher skips the mean word length and finds stop words inside the text; C4
 counts words as script runs and also ends lines at `。！？．」』`; FineWeb measures short
 lines in display columns (a CJK character is two, as on a terminal, so 30 columns hold
@@ -25,9 +25,10 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
-from lmforge.pipelines import scripts
-from lmforge.pipelines.scripts import SEGMENTED, TERMINAL_PUNCTUATION, resolve_lang, words
 from lmforge.pipelines.steps import Filter
+from lmforge.pipelines.stop_words import stop_word_count
+from lmforge.pipelines.words import TERMINAL_PUNCTUATION, count_sentences, sentences, words
+from lmforge.pipelines.writing_systems import SEGMENTED, resolve_lang
 
 # datatrove's PUNCTUATION (src/datatrove/utils/text.py): with TERMINAL_PUNCTUATION, the
 # characters a token may consist of and still not count as a word
@@ -240,7 +241,7 @@ class GopherQualityFilter(QualityFilter):
         if cfg.max_non_alpha_words_ratio and alpha / n_tokens < cfg.max_non_alpha_words_ratio:
             return self.drop("gopher_below_alpha_threshold")
         if cfg.min_stop_words:
-            found = scripts.stop_word_count(text, tokens, lang, cfg.stop_words)
+            found = stop_word_count(text, tokens, lang, cfg.stop_words)
             if found is None:
                 self.skip("stop_words", lang)
             elif found < cfg.min_stop_words:
@@ -297,7 +298,7 @@ class C4QualityFilter(QualityFilter):
         lang = resolve_lang(text, row.get("lang"))
         seg = lang in SEGMENTED
         ends = END_PUNCTUATION + CJK_END_PUNCTUATION if seg else END_PUNCTUATION
-        lines = text.splitlines() if cfg.split_paragraph else scripts.sentences(text, lang)
+        lines = text.splitlines() if cfg.split_paragraph else sentences(text, lang)
         n_sentences, kept = 0, []
         for line in lines:
             line = line.strip()
@@ -327,7 +328,7 @@ class C4QualityFilter(QualityFilter):
                 self.stats["line-filter-policy"] += 1
                 continue
             if cfg.min_num_sentences != -1:
-                n_sentences += scripts.count_sentences(line, lang) if cfg.split_paragraph else 1
+                n_sentences += count_sentences(line, lang) if cfg.split_paragraph else 1
             kept.append(line)
             self.stats["line-kept"] += 1
         if n_sentences < cfg.min_num_sentences:

@@ -12,8 +12,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from lmforge.pipelines.scripts import words
 from lmforge.pipelines.steps import Filter, Step, quarantine
+from lmforge.pipelines.words import words
 
 # C0/C1 control characters except tab and newline (the Debian manuals carry backspaces)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -83,7 +83,7 @@ class Normalize(Step):
 @dataclass(kw_only=True)
 class LengthConfig:
     """min_chars: fewest characters a kept document has; min_words: fewest words, counted
-    by `scripts.words` (script runs for Japanese and Chinese, which use no spaces)."""
+    by `words.words` (script runs for Japanese and Chinese, which use no spaces)."""
 
     min_chars: int = 200
     min_words: int = 20

@@ -40,9 +40,9 @@ from lmforge.pipelines.synthetic.phrases import (
     RefusalFilter,
 )
 from lmforge.pipelines.synthetic.shape import (
+    AnswerLengthConfig,
+    AnswerLengthFilter,
     EmptyAnswerFilter,
-    LengthConfig,
-    LengthFilter,
     MalformedTurnsConfig,
     MalformedTurnsFilter,
     RepetitionConfig,
@@ -52,10 +52,10 @@ from lmforge.pipelines.synthetic.shape import (
 )
 
 __all__ = [
-    "DEFAULT_MODELS", "DEFAULT_VENDORS", "FILTERS", "ROLE_TOKENS", "ConversationFilter",
-    "EmptyAnswerFilter", "FilterName", "Finding", "IdentityConfig", "IdentityFilter",
-    "LengthConfig", "LengthFilter", "MalformedTurnsConfig", "MalformedTurnsFilter", "RecordError",
-    "RefusalConfig", "RefusalFilter", "RepetitionConfig", "RepetitionFilter",
+    "DEFAULT_MODELS", "DEFAULT_VENDORS", "FILTERS", "ROLE_TOKENS", "AnswerLengthConfig",
+    "AnswerLengthFilter", "ConversationFilter", "EmptyAnswerFilter", "FilterName", "Finding",
+    "IdentityConfig", "IdentityFilter", "MalformedTurnsConfig", "MalformedTurnsFilter",
+    "RecordError", "RefusalConfig", "RefusalFilter", "RepetitionConfig", "RepetitionFilter",
     "SyntheticFilterConfig", "TruncationConfig", "TruncationFilter", "Turn", "answers",
     "default_filters", "detect_format", "exchanges", "first_failure", "first_finding",
     "prompt_text", "render_text", "to_conversation",

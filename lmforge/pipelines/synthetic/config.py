@@ -18,9 +18,9 @@ from lmforge.pipelines.synthetic.phrases import (
     RefusalFilter,
 )
 from lmforge.pipelines.synthetic.shape import (
+    AnswerLengthConfig,
+    AnswerLengthFilter,
     EmptyAnswerFilter,
-    LengthConfig,
-    LengthFilter,
     MalformedTurnsConfig,
     MalformedTurnsFilter,
     RepetitionConfig,
@@ -107,8 +107,8 @@ def default_filters(cfg: SyntheticFilterConfig | None = None) -> list[Conversati
             MalformedTurnsConfig(require_final_assistant=cfg.require_final_assistant)
         ),
         "empty_answer": EmptyAnswerFilter,
-        "length": lambda: LengthFilter(
-            LengthConfig(
+        "length": lambda: AnswerLengthFilter(
+            AnswerLengthConfig(
                 min_answer_chars=cfg.min_answer_chars, max_answer_chars=cfg.max_answer_chars
             )
         ),

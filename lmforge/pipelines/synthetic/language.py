@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from lmforge.pipelines.decontam import cjk_share
 from lmforge.pipelines.synthetic.base import ConversationFilter, Finding, clip
 from lmforge.pipelines.synthetic.formats import Turn, exchanges
+from lmforge.pipelines.writing_systems import cjk_share
 
 # Names a prompt uses for a language, by the code the identifier gives it.
 LANGUAGE_NAMES: dict[str, tuple[str, ...]] = {

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from lmforge.pipelines.decontam import cjk_share
 from lmforge.pipelines.synthetic.base import ConversationFilter, Finding, clip
 from lmforge.pipelines.synthetic.formats import Turn, answers
+from lmforge.pipelines.writing_systems import cjk_share
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +59,7 @@ class EmptyAnswerFilter(ConversationFilter):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LengthConfig:
+class AnswerLengthConfig:
     min_answer_chars: int = 0
     """Fewest non-space characters an answer may have; 0 disables ("4" answers 2+2)."""
     max_answer_chars: int = 24_000
@@ -67,13 +67,13 @@ class LengthConfig:
     answers usually run); 0 disables."""
 
 
-class LengthFilter(ConversationFilter):
+class AnswerLengthFilter(ConversationFilter):
     """A non-empty answer shorter than `min_answer_chars` or longer than `max_answer_chars`."""
 
     name = "length"
 
-    def __init__(self, config: LengthConfig | None = None) -> None:
-        self.config = config or LengthConfig()
+    def __init__(self, config: AnswerLengthConfig | None = None) -> None:
+        self.config = config or AnswerLengthConfig()
 
     def inspect(self, conv: Sequence[Turn]) -> Finding | None:
         cfg = self.config

@@ -1,4 +1,5 @@
-"""Script-aware words and sentences for the quality filters, and stop words per language.
+"""Words and sentences: spaCy's rules for the quality filters, and the plainer tokens that
+decontamination and MinHash compare.
 
 Space-delimited text gets the tokens of spaCy's blank English tokenizer, which datatrove
 runs for `split_into_words(text, "eng")` (src/datatrove/utils/word_tokenizers.py): split
@@ -6,22 +7,23 @@ on whitespace; strip prefixes (`( " $`) and suffixes (`) , . 's`) until a specia
 (`don't` -> `do n't`, `e.g.`, `:)`) or a URL is left, else cut at infixes (`-` between
 letters, `/`, `lower.Upper`); merge special cases the affixes split (`):`). The rules are
 spaCy's (lang/punctuation.py, char_classes.py, en/tokenizer_exceptions.py) in `re`.
-Sentences follow spaCy's sentencizer: one ends at a terminal punctuation token.
+Sentences follow spaCy's sentencizer: one ends at a terminal punctuation token. Text in
+scripts without spaces (ja, zh, th) is cut by script first (`writing_systems`).
 
-Japanese, Chinese and Thai put no spaces between words, so their text is cut by script:
-in Japanese a run of kanji, hiragana or katakana is a word (`パッケージを管理する` ->
-`パッケージ を 管理 する`); in Chinese and Thai each Han or Thai character is (most Chinese
-words have one or two; Thai words are longer: an approximation). Punctuation (`。`) is a
-token of its own; Latin runs inside go through the English rules.
+Matching and shingling want no such rules, only words that survive re-wrapping and
+punctuation: `match_words` (decontamination's n-grams) and `shingle_words` (MinHash's
+shingles, which `minhash.signatures.word_tokens` computes a batch at a time in Arrow).
 """
 
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
-from collections.abc import Mapping
 from functools import lru_cache
 from itertools import pairwise
+
+from lmforge.pipelines.writing_systems import LETTER_OR_DIGIT_RE, SCRIPT_SEGMENTS, resolve_lang
 
 _CASED = [(0x41, 0x2AF), (0x370, 0x52F), (0x1E00, 0x1EFF), (0x2C60, 0x2C7F), (0xA720, 0xA7FF)]
 _CASED += [(0xFF21, 0xFF5A)]
@@ -249,53 +251,6 @@ def chunk_tokens(chunk: str) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3005-\u3007\U00020000-\U0002fa1f"
-_HIRAGANA = "\u3041-\u309f"
-_KATAKANA = "\u30a0-\u30fa\u30fc-\u30ff\u31f0-\u31ff\uff66-\uff9f"
-_HANGUL = "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
-_THAI = "\u0e00-\u0e7f"
-_CJK_RE = re.compile(f"[{_HAN}{_HIRAGANA}{_KATAKANA}{_HANGUL}{_THAI}]")
-_KANA_RE = re.compile(f"[{_HIRAGANA}{_KATAKANA}]")
-_LETTER_RE = re.compile(r"[^\W\d_]")
-_SCRIPTS = _HAN + _HIRAGANA + _KATAKANA + _HANGUL + _THAI
-# CJK punctuation and full-width forms that are not letters or digits: tokens of their own
-_WIDE_PUNCT = (
-    "\u3000-\u3004\u3008-\u303f\u30fb\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65…‥"
-)
-_OTHER = f"[^\\s{_SCRIPTS}{_WIDE_PUNCT}]+"
-_RUNS = f"[{_HAN}]+|[{_HIRAGANA}]+|[{_KATAKANA}]+|[{_HANGUL}]+|[{_THAI}]+"
-_CHARS = f"[{_HAN}]|[{_KATAKANA}{_HIRAGANA}]+|[{_HANGUL}]+|[{_THAI}]"  # Han, Thai: one each
-_SEGMENT_RE = {"ja": re.compile(f"{_RUNS}|({_OTHER})|\\S")}
-_SEGMENT_RE |= {lang: re.compile(f"{_CHARS}|({_OTHER})|\\S") for lang in ["zh", "th"]}
-SEGMENTED = frozenset(_SEGMENT_RE)
-"""Languages written without spaces between words: segmented by script, not by spaces."""
-
-_ISO_639_3 = dict(eng="en", jpn="ja", zho="zh", cmn="zh", tha="th", kor="ko", deu="de")
-_ISO_639_3 |= dict(fra="fr", spa="es")
-
-
-def is_cjk(text: str, threshold: float = 0.3) -> bool:
-    """True when at least `threshold` of the letters are Han, kana, Hangul or Thai."""
-    letters = len(_LETTER_RE.findall(text))
-    return letters > 0 and len(_CJK_RE.findall(text)) >= threshold * letters
-
-
-def resolve_lang(text: str, lang: str | None) -> str:
-    """The ISO 639-1 code to segment `text` with: `lang` normalized ("ja-JP", "jpn" -> "ja"),
-    else guessed from the script (kana -> ja, Hangul -> ko, Thai -> th, Han -> zh), else
-    "en", datatrove's default language."""
-    if lang:
-        code = lang.replace("_", "-").split("-")[0].lower()
-        return _ISO_639_3.get(code, code)
-    if not is_cjk(text):
-        return "en"
-    if _KANA_RE.search(text):
-        return "ja"
-    counts = {k: len(re.findall(f"[{r}]", text)) for k, r in (("zh", _HAN), ("ko", _HANGUL))}
-    counts["th"] = len(re.findall(f"[{_THAI}]", text))
-    return max(counts, key=counts.__getitem__)  # a tie goes to zh
-
-
 def words(text: str, lang: str | None = None) -> list[str]:
     """Word and punctuation tokens of `text`, whitespace dropped (datatrove `split_into_words`)."""
     return list(_words(text, resolve_lang(text, lang)))
@@ -303,7 +258,7 @@ def words(text: str, lang: str | None = None) -> list[str]:
 
 @lru_cache(maxsize=8)  # the filters of a chain ask for the same document's words in turn
 def _words(text: str, lang: str) -> tuple[str, ...]:
-    seg = _SEGMENT_RE.get(lang)
+    seg = SCRIPT_SEGMENTS.get(lang)
     if seg is None:
         return tuple(tok for chunk in text.split() for tok in chunk_tokens(chunk))
     runs = (chunk_tokens(m[1]) if m[1] else (m[0],) for m in seg.finditer(text))
@@ -369,32 +324,29 @@ def sentences(text: str, lang: str | None = None) -> list[str]:
     return [text[a:b].strip() for a, b in pairwise(starts)]
 
 
-_STOP_WORDS = {
-    # datatrove gopher_quality_filter.py STOP_WORDS (Gopher, Rae et al. 2021)
-    "en": "the be to of and that have with",
-    # the most frequent function words, lower case as they occur inside a sentence
-    "de": "der die das und ist zu den mit nicht von sich ein",
-    "fr": "le la les de des et à un une est que du pour dans",
-    "es": "el la los las de del que y en se por un una con para",
-    # particles, auxiliaries and function words, from the common Japanese stop-word list
-    "ja": "の に は を た が で て と し れ さ ある いる も する から な こと として い や れる "
-    "など なっ ない この ため その あっ よう また もの という あり まで られ なる へ か だ これ "
-    "によって により おり より による ず なり られる において ば なかっ なく しかし について せ "
-    "だっ できる それ う ので なお のみ でき き つ における および いう さらに でも ら たり",
-    "zh": "的 了 是 在 和 有 不 这 也 就 都 而 及 与 着 或 一个 没有 我们 他们",
-}
-# Gopher's "at least 2 stop words": SEGMENTED languages match them as substrings (particles
-# sit inside script runs), the others as whole tokens, case-sensitively, as datatrove does
-STOP_WORDS = {lang: frozenset(_items(text)) for lang, text in _STOP_WORDS.items()}
-StopWords = Mapping[str, frozenset[str]] | None
+# ------------------------------------------------------------------ matching and shingling
+
+MATCH_WORD_RE = re.compile(r"\w+")
 
 
-def stop_word_count(text: str, tokens: list[str], lang: str, table: StopWords = None) -> int | None:
-    """Distinct stop words of `lang` (from `table`, default STOP_WORDS) in the text; None
-    without a list for `lang`."""
-    stop = (STOP_WORDS if table is None else table).get(lang)
-    if stop is None:
-        return None
-    if lang in SEGMENTED:
-        return sum(w in text for w in stop)
-    return len(stop.intersection(tokens))
+def match_words(text: str) -> list[str]:
+    """Lower-cased words without punctuation: `Janet’s ducks` -> [janet, s, ducks]."""
+    return MATCH_WORD_RE.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def match_characters(text: str) -> list[str]:
+    """Lower-cased letters and digits, no spaces or punctuation."""
+    return LETTER_OR_DIGIT_RE.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+# trimmed from both ends of whitespace-separated words ("(see" and "see," are "see")
+TRIMMED_PUNCTUATION = (
+    string.punctuation + "“”‘’«»„‚…—–¡¿·、。，．・：；！？「」『』（）［］【】〈〉《》"
+)
+
+
+def shingle_words(text: str) -> list[str]:
+    """MinHash's words of one text: lower-cased, split at whitespace, TRIMMED_PUNCTUATION
+    trimmed from both ends, a word of punctuation alone skipped. `word_tokens` hashes the
+    same words in Arrow (Arrow and Python may disagree on a rare space or case)."""
+    return [w for w in (t.strip(TRIMMED_PUNCTUATION) for t in text.lower().split()) if w]
