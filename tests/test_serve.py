@@ -353,3 +353,48 @@ def test_engine_stream_holds_back_partial_stop_strings(engine: Any) -> None:
     assert text == free.text[: free.text.index(stop)]
     assert [d.finish_reason for d in deltas][-1] == "stop"
     assert all(d.finish_reason is None for d in deltas[:-1])
+
+
+def test_engine_refuses_pickle_only_folder(tmp_path: Path) -> None:
+    # Loading goes through lmforge.platform.hf_model: a pickle checkpoint is never opened.
+    from lmforge.platform.hf_model import ModelFolderError
+    from lmforge.serve.engine import HFEngine
+
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not opened")
+    with pytest.raises(ModelFolderError, match="pickle"):
+        HFEngine(str(tmp_path), device="cpu")
+
+
+# ---- the response bodies alone -----------------------------------------------------------
+
+
+def test_streamed_bodies_parse_as_the_client_types() -> None:
+    # The chunks are the openai package's own models; what goes on the wire must parse
+    # back into them, with `null` where the API sends null and nothing else added.
+    import json
+
+    from openai.types import Completion
+    from openai.types.chat import ChatCompletionChunk
+
+    from lmforge.serve.responses import ChatBodies, CompletionBodies, usage
+    from lmforge.serve.streaming import sse
+
+    def wire(event: str) -> Any:
+        assert event.startswith("data: ") and event.endswith("\n\n")
+        return json.loads(event.removeprefix("data: "))
+
+    text = wire(sse(CompletionBodies.new(MODEL_NAME).text("hi")))
+    assert text["choices"] == [{"index": 0, "text": "hi", "logprobs": None, "finish_reason": None}]
+    assert text["usage"] is None and "system_fingerprint" not in text
+    assert Completion.model_validate(wire(sse(CompletionBodies("x", 0, "m").finish("length"))))
+
+    chat = ChatBodies.new(MODEL_NAME)
+    opening, piece, end = chat.opening()[0], chat.text("hi"), chat.finish("stop")
+    assert [wire(sse(c))["choices"][0]["delta"] for c in (opening, piece, end)] == [
+        {"role": "assistant", "content": ""},
+        {"content": "hi"},
+        {},
+    ]
+    last = ChatCompletionChunk.model_validate(wire(sse(chat.usage(usage(3, 2)))))
+    assert last.choices == [] and last.usage is not None and last.usage.total_tokens == 5

@@ -4,8 +4,11 @@
     serve.run(build_app("models:/tiny@champion", served_model_name="tiny"), route_prefix="/")
 
 The engine is injectable (`build_app(engine_factory=...)`); `HFEngine` runs a Hugging
-Face causal LM with transformers. Names are imported on first use, so importing this
-package does not import Ray, FastAPI or torch.
+Face causal LM with transformers. `deploy.py` starts the app from a recipe's
+`ServeConfig` (`config.py`). Names are imported on first use, so importing this package
+does not import Ray, FastAPI or torch.
+
+This package depends on `lmforge.platform` only, never on `pipelines`, `train` or `jobs`.
 """
 
 from __future__ import annotations

@@ -4,167 +4,39 @@
     serve.run(app, route_prefix="/")
 
 Routes: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (both with
-`stream`), `GET /health`. Every error, including validation errors and unknown routes,
-comes back in OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`, so the
-official clients raise their typed exceptions (`BadRequestError`, `NotFoundError`, ...).
+`stream`), `GET /health`. Requests are validated by `protocol.py`, responses are the
+`openai` package's own types (`responses.py`), streams are sent by `streaming.py`, and
+every error comes back in OpenAI's envelope (`errors.py`). This module checks a request
+against the model (its name, the context length) and runs the engine.
 """
 
 import asyncio
-import contextlib
 import logging
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from fastapi import FastAPI
 from ray import serve
-from ray.exceptions import TaskCancelledError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lmforge.serve.engine import Engine, GenerationDelta, HFEngine
-from lmforge.serve.protocol import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatDelta,
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    ErrorBody,
-    ErrorResponse,
-    ModelCard,
-    ModelList,
-    Usage,
-)
+from lmforge.serve.engine import Engine, HFEngine
+from lmforge.serve.errors import OpenAIError, install_error_handlers
+from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest
+from lmforge.serve.responses import ChatBodies, CompletionBodies, model_list, to_json, usage
+from lmforge.serve.streaming import engine_deltas, sse_events, streaming_response
+
+__all__ = ["EngineFactory", "OpenAIServer", "build_app", "install_error_handlers"]
 
 EngineFactory = Callable[[str], Engine]
 
 # Serve forwards the "ray.serve" logger to the replica's log file and the driver.
 logger = logging.getLogger("ray.serve")
 
-
-class OpenAIError(Exception):
-    """An error to return to the client as OpenAI's error envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = ErrorBody(message=message, type=type, param=param, code=code)
-
-
-def error_response(status: int, body: ErrorBody) -> JSONResponse:
-    """A JSON response in OpenAI's error envelope."""
-    return JSONResponse(ErrorResponse(error=body).model_dump(mode="json"), status_code=status)
-
-
-# ---- error handlers: nothing may come back in FastAPI's `{"detail": ...}` shape ---------
-
-# Parts of a pydantic error location that name a union member ("str", "list[TextPart]")
-# rather than a field; fields in the protocol are snake_case.
-_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
-
-
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    """`("body", "messages", 0, "role")` -> `"messages[0].role"`; None for the whole body."""
-    param = ""
-    for part in loc[1:] if loc and loc[0] == "body" else loc:
-        if isinstance(part, int):
-            param += f"[{part}]"
-        elif _FIELD_NAME.match(part) and part not in _TYPE_TAGS:
-            param += f".{part}" if param else part
-    return param or None
-
-
-async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
-    if first.get("type") == "json_invalid":
-        message = "We could not parse the JSON body of your request: it is not valid JSON."
-        return error_response(400, ErrorBody(message=message, type="invalid_request_error"))
-    param = _param_from_loc(tuple(first.get("loc", ())))
-    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    message = f"Invalid value for '{param}': {msg}" if param else f"Invalid request body: {msg}"
-    return error_response(
-        400, ErrorBody(message=message, type="invalid_request_error", param=param)
-    )
-
-
-async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Raised by routing itself: unknown paths (404) and wrong methods (405).
-    where = f"{request.method} {request.url.path}"
-    if exc.status_code == 404:
-        message = f"Invalid URL ({where})"
-    elif exc.status_code == 405:
-        message = f"Method not allowed ({where})"
-    else:
-        message = str(exc.detail)
-    kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
-    return error_response(exc.status_code, ErrorBody(message=message, type=kind))
-
-
-async def _on_openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-    return error_response(exc.status, exc.body)
-
-
-async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, TaskCancelledError):
-        # Serve cancels the request when its client disconnects (e.g. mid-stream): not a
-        # server fault, and nobody is left to read the response.
-        logger.info("%s %s: client disconnected", request.method, request.url.path)
-    else:
-        # The traceback goes to the replica log, never to the client.
-        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    message = f"The server had an error while processing your request ({type(exc).__name__})."
-    return error_response(500, ErrorBody(message=message, type="server_error"))
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error raised while serving `app` to OpenAI's error envelope."""
-    app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(OpenAIError, _on_openai_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _on_unexpected_error)
-
-
 # `serve.ingress` freezes (pickles) the app when the class below is decorated: the route
 # functions keep only the module globals that exist at that moment, so the handlers and
-# every helper the routes call must be defined above the class.
+# every helper the routes call must exist (be defined or imported) above the class.
 api = FastAPI(title="lmforge", docs_url=None, redoc_url=None)
 install_error_handlers(api)
-
-
-def _sse(event: BaseModel) -> str:
-    """One Server-Sent Event carrying `event` as JSON."""
-    return f"data: {event.model_dump_json()}\n\n"
-
-
-_SSE_DONE = "data: [DONE]\n\n"
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
 
 
 @serve.deployment
@@ -199,8 +71,7 @@ class OpenAIServer:
     @api.get("/v1/models")
     async def list_models(self) -> dict[str, Any]:
         """The one served model."""
-        card = ModelCard(id=self._name, created=self._created)
-        return ModelList(data=[card]).model_dump(mode="json")
+        return to_json(model_list(self._name, self._created))
 
     @api.post("/v1/completions")
     async def completions(self, body: CompletionRequest) -> Any:
@@ -208,35 +79,7 @@ class OpenAIServer:
         self._check_model(body.model)
         prompt_ids = self._engine.encode_prompt(body.prompt_text)
         params = self._sampling(body, prompt_ids, body.max_tokens, "max_tokens", "prompt")
-        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
-            return Completion(
-                id=rid, created=created, model=self._name, choices=choices, usage=usage
-            )
-
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            async def events() -> AsyncIterator[str]:
-                completion_tokens = 0
-                finish = None
-                async for delta in self._deltas(prompt_ids, params):
-                    completion_tokens += len(delta.token_ids)
-                    finish = delta.finish_reason or finish
-                    if delta.text:
-                        yield _sse(chunk([CompletionChoice(text=delta.text, finish_reason=None)]))
-                yield _sse(chunk([CompletionChoice(text="", finish_reason=finish)]))
-                if include_usage:
-                    yield _sse(chunk([], _usage(len(prompt_ids), completion_tokens)))
-
-            return self._stream(events())
-
-        result = await asyncio.to_thread(self._engine.generate, prompt_ids, **params)
-        choice = CompletionChoice(text=result.text, finish_reason=result.finish_reason)
-        return chunk([choice], _usage(len(prompt_ids), len(result.token_ids))).model_dump(
-            mode="json"
-        )
+        return await self._respond(body, prompt_ids, params, CompletionBodies.new(self._name))
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest) -> Any:
@@ -249,49 +92,7 @@ class OpenAIServer:
             raise OpenAIError(400, f"Cannot render messages: {exc}", param="messages") from exc
         limit_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         params = self._sampling(body, prompt_ids, body.token_limit, limit_param, "messages")
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            def chunk(delta: ChatDelta, finish: Any = None) -> ChatCompletionChunk:
-                choice = ChatChunkChoice(delta=delta, finish_reason=finish)
-                return ChatCompletionChunk(
-                    id=rid, created=created, model=self._name, choices=[choice]
-                )
-
-            async def events() -> AsyncIterator[str]:
-                yield _sse(chunk(ChatDelta(role="assistant", content="")))
-                completion_tokens = 0
-                finish = None
-                async for delta in self._deltas(prompt_ids, params):
-                    completion_tokens += len(delta.token_ids)
-                    finish = delta.finish_reason or finish
-                    if delta.text:
-                        yield _sse(chunk(ChatDelta(content=delta.text)))
-                yield _sse(chunk(ChatDelta(), finish))
-                if include_usage:
-                    usage = _usage(len(prompt_ids), completion_tokens)
-                    yield _sse(
-                        ChatCompletionChunk(
-                            id=rid, created=created, model=self._name, choices=[], usage=usage
-                        )
-                    )
-
-            return self._stream(events())
-
-        result = await asyncio.to_thread(self._engine.generate, prompt_ids, **params)
-        choice = ChatChoice(
-            message=AssistantMessage(content=result.text), finish_reason=result.finish_reason
-        )
-        response = ChatCompletion(
-            id=rid,
-            created=created,
-            model=self._name,
-            choices=[choice],
-            usage=_usage(len(prompt_ids), len(result.token_ids)),
-        )
-        return response.model_dump(mode="json")
+        return await self._respond(body, prompt_ids, params, ChatBodies.new(self._name))
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -340,37 +141,25 @@ class OpenAIServer:
             "seed": body.seed,
         }
 
-    async def _deltas(
-        self, prompt_ids: list[int], params: dict[str, Any]
-    ) -> AsyncIterator[GenerationDelta]:
-        """The engine's stream, each step computed in a worker thread off the event loop."""
-        stream = self._engine.generate_stream(prompt_ids, **params)
-        try:
-            while (delta := await asyncio.to_thread(next, stream, None)) is not None:
-                yield delta
-        finally:
-            # On client disconnect the step in flight keeps its thread until it ends;
-            # closing a generator that is executing raises, and GC closes it later.
-            with contextlib.suppress(ValueError):
-                stream.close()
-
-    def _stream(self, events: AsyncIterator[str]) -> StreamingResponse:
-        """SSE response; a failure mid-stream becomes an error event (headers are sent)."""
-
-        async def guarded() -> AsyncIterator[str]:
-            try:
-                async for event in events:
-                    yield event
-            except Exception as exc:
-                logger.error("stream failed", exc_info=exc)
-                body = ErrorBody(
-                    message=f"The server had an error while streaming ({type(exc).__name__}).",
-                    type="server_error",
-                )
-                yield _sse(ErrorResponse(error=body))
-            yield _SSE_DONE
-
-        return StreamingResponse(guarded(), media_type="text/event-stream", headers=_STREAM_HEADERS)
+    async def _respond(
+        self,
+        body: CompletionRequest | ChatCompletionRequest,
+        prompt_ids: list[int],
+        params: dict[str, Any],
+        bodies: CompletionBodies | ChatBodies,
+    ) -> Any:
+        """Generate, and answer with the whole body (JSON) or with a stream of chunks."""
+        if body.stream:
+            events = sse_events(
+                engine_deltas(self._engine, prompt_ids, params),
+                bodies,
+                prompt_tokens=len(prompt_ids),
+                include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            )
+            return streaming_response(events)
+        result = await asyncio.to_thread(self._engine.generate, prompt_ids, **params)
+        counts = usage(len(prompt_ids), len(result.token_ids))
+        return to_json(bodies.whole(result.text, result.finish_reason, counts))
 
 
 def build_app(

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import torch
 
+# Why a generation ended: the one definition, used by the response bodies too. A subset
+# of the API's values (no tool calls, no content filter).
 FinishReason = Literal["stop", "length"]
 
 logger = logging.getLogger("ray.serve")
@@ -95,31 +97,20 @@ class Engine(Protocol):
         ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """`"auto"` is CUDA when available, else CPU; anything else is passed to torch."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
 class HFEngine:
     """A causal LM and its tokenizer, loaded from a local Hugging Face directory.
 
     The directory holds safetensors weights, `config.json` and the tokenizer files, as
-    written by `save_pretrained`. On CUDA the weights are bf16, on CPU fp32.
+    written by `save_pretrained`; it is loaded by `lmforge.platform.hf_model`, which
+    refuses pickle-only folders and picks the dtype (bf16 on CUDA, fp32 on CPU).
+    `device` is `"auto"` (CUDA when available, else CPU) or any torch device string.
     """
 
     def __init__(self, model_dir: str, *, device: str = "auto") -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from lmforge.platform.hf_model import load_causal_lm, pick_device
 
-        self.device = resolve_device(device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-        self.model = model.to(self.device).eval()
+        self.device = pick_device(device)
+        self.model, self.tokenizer = load_causal_lm(model_dir, device=str(self.device))
 
         vocab = self.model.config.vocab_size
         eos = self.model.generation_config.eos_token_id
@@ -141,7 +132,7 @@ class HFEngine:
             type(self.model).__name__,
             sum(p.numel() for p in self.model.parameters()) / 1e6,
             vocab,
-            dtype,
+            self.model.dtype,
             self.device,
         )
 

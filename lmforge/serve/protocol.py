@@ -1,11 +1,15 @@
-"""OpenAI-compatible request and response models for the serving API.
+"""OpenAI-compatible request models for the serving API.
 
 Requests are validated by these models, so a wrong type, a missing field or an
-unsupported option becomes a 400 with `param` naming the field (see `app.py`). Responses
-follow the shapes the official `openai` client parses: `text_completion`,
-`chat.completion`, their streamed chunks, the model list and the error envelope.
+unsupported option becomes a 400 with `param` naming the field (see `errors.py`).
 Unknown request fields are ignored, as vLLM does, so clients that send newer options
 still work.
+
+They are written here rather than taken from the `openai` package: its request
+parameters (`CompletionCreateParams`, ...) are TypedDicts for building a client's
+request, with no validation, no defaults and no way to reject what this server does not
+support (`n > 1`, `echo`, logprobs, several prompts). Responses, on the other hand, are
+the package's own pydantic models (see `responses.py`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-FinishReason = Literal["stop", "length"]
 
 # OpenAI accepts at most four stop sequences; more is a client bug worth reporting.
 MAX_STOP_SEQUENCES = 4
@@ -156,120 +158,3 @@ class ChatCompletionRequest(_Request):
     def token_limit(self) -> int | None:
         """`max_completion_tokens`, falling back to the older `max_tokens`."""
         return self.max_completion_tokens or self.max_tokens
-
-
-# ---- responses -------------------------------------------------------------------------
-
-
-class Usage(BaseModel):
-    """Token counts, from the served model's own tokenizer."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class CompletionChoice(BaseModel):
-    """A choice of a completion, or its increment inside a streamed chunk."""
-
-    index: int = 0
-    text: str
-    logprobs: None = None
-    finish_reason: FinishReason | None
-
-
-class Completion(BaseModel):
-    """`text_completion`: the whole response, or one streamed chunk of it."""
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-
-
-class AssistantMessage(BaseModel):
-    """The generated message of a chat choice."""
-
-    role: Literal["assistant"] = "assistant"
-    content: str
-    refusal: None = None
-
-
-class ChatChoice(BaseModel):
-    """A choice of a (non-streamed) chat completion."""
-
-    index: int = 0
-    message: AssistantMessage
-    logprobs: None = None
-    finish_reason: FinishReason
-
-
-class ChatCompletion(BaseModel):
-    """`chat.completion`: the whole response to a non-streamed chat request."""
-
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-
-
-class ChatDelta(BaseModel):
-    """The increment of a streamed message; unset fields are left out of the JSON."""
-
-    role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda v: v is None)
-    content: str | None = Field(default=None, exclude_if=lambda v: v is None)
-
-
-class ChatChunkChoice(BaseModel):
-    """A choice inside a `chat.completion.chunk`."""
-
-    index: int = 0
-    delta: ChatDelta
-    logprobs: None = None
-    finish_reason: FinishReason | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    """`chat.completion.chunk`: one Server-Sent Event of a streamed chat response."""
-
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
-
-
-class ModelCard(BaseModel):
-    """One entry of `GET /v1/models`."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "lmforge"
-
-
-class ModelList(BaseModel):
-    """`GET /v1/models`."""
-
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorBody(BaseModel):
-    """The inner object of OpenAI's error envelope."""
-
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    """`{"error": {...}}`: the body of every non-2xx response."""
-
-    error: ErrorBody
