@@ -8,7 +8,7 @@ an id sorting before the original's, half after) and a few unreadable records.
 
 Both sides do the whole stage: read and parse the files (unreadable records quarantined),
 the per-document steps of the recipe (extract, normalize, length filter, and whatever
-else this lmforge's `curate.build_steps` enables: language ID, quality filters, PII),
+else this lmforge's `curation.curate_steps` enables: language ID, quality filters, PII),
 exact dedup keeping the smallest id, then write kept/dropped/quarantined as Parquet
 (+ JSONL for dropped and quarantined) and a manifest. Whole-corpus extras the baseline
 does not have (MinHash near-dedup, the HTML report) are switched off. The baseline uses
@@ -59,7 +59,7 @@ def stage_recipe(tmp: Path, corpus: Path, args: argparse.Namespace) -> Any:
     """The curate recipe both sides follow. Whole-corpus steps the baseline does not have
     (MinHash near-dedup, the HTML report) are switched off where this lmforge has them;
     `--basic` also switches off the per-document steps beyond extract/normalize/length."""
-    from lmforge.platform.config import CurateConfig
+    from lmforge.pipelines.config import CurateConfig
 
     fields = CurateConfig.model_fields
     sets = [f"curate.min_chars={args.min_chars}", f"curate.min_words={args.min_words}"]
@@ -79,15 +79,9 @@ def stage_recipe(tmp: Path, corpus: Path, args: argparse.Namespace) -> Any:
 
 def document_steps(r: Any) -> list[Any]:
     """The per-document steps the stage runs for this recipe (the same objects)."""
-    from lmforge.jobs import curate
+    from lmforge.pipelines.curation import curate_steps
 
-    if hasattr(curate, "build_steps"):
-        return list(curate.build_steps(r.curate))
-    from lmforge.pipelines.text import ExtractText, LengthConfig, LengthFilter, Normalize
-
-    cfg = r.curate
-    length = LengthConfig(min_chars=cfg.min_chars, min_words=cfg.min_words)
-    return [ExtractText(cfg.text_field, cfg.id_field), Normalize(), LengthFilter(length)]
+    return curate_steps(r.curate.model_dump())
 
 
 def run_lmforge(r: Any) -> float:

@@ -88,7 +88,7 @@ def stop_ray() -> None:
 
 def recipe(tmp: Path, stage: str | None, inputs: list[str], output: str | None, *sets: str) -> Any:
     """A recipe whose workdir and MLflow store live in `tmp`, nothing in the repository."""
-    from lmforge.platform.config import load_recipe
+    from lmforge.jobs.recipe import load_recipe
 
     return load_recipe(
         None,

@@ -254,9 +254,9 @@ def make_input(path: Path, per_type: int, seed: int) -> tuple[dict[str, tuple[st
 
 
 def fates_direct(path: Path) -> dict[str, str | None]:
-    from lmforge.jobs.filter_synthetic import ConversationDecontam
     from lmforge.pipelines.decontam import DecontamConfig
     from lmforge.pipelines.synthetic import default_filters, first_finding, to_conversation
+    from lmforge.pipelines.synthetic.steps import ConversationDecontam
 
     filters = default_filters()
     decontam = ConversationDecontam([str(harness.shared_data(e)) for e in EVALS], DecontamConfig())

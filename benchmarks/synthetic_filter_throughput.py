@@ -100,14 +100,14 @@ def run_lmforge(tmp: Path, data: Path) -> tuple[float, Path]:
 
 def run_baseline(tmp: Path, data: Path) -> tuple[float, list[dict[str, Any]]]:
     """The filter-synthetic rules as one loop."""
-    from lmforge.jobs.filter_synthetic import (
-        KEPT_COLUMNS,
+    from lmforge.pipelines.records import KEPT
+    from lmforge.pipelines.synthetic import SyntheticFilterConfig, prompt_text
+    from lmforge.pipelines.synthetic.steps import (
+        CONVERSATION_COLUMNS,
         PROMPT_STEP,
         ConversationFilters,
         ExtractConversation,
     )
-    from lmforge.pipelines.records import KEPT
-    from lmforge.pipelines.synthetic import SyntheticFilterConfig, prompt_text
 
     # the stage's own per-row steps, run in a plain loop instead of a Ray actor pool
     steps = [ExtractConversation(), ConversationFilters(SyntheticFilterConfig())]
@@ -125,7 +125,7 @@ def run_baseline(tmp: Path, data: Path) -> tuple[float, list[dict[str, Any]]]:
             reason="duplicate_prompt",
         )
         harness.write_rows_plain(
-            rows, tmp / "baseline-out", kept_columns=KEPT_COLUMNS, kept_jsonl=True
+            rows, tmp / "baseline-out", kept_columns=CONVERSATION_COLUMNS, kept_jsonl=True
         )
     return sw["run"], rows
 

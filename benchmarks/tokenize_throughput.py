@@ -42,8 +42,7 @@ def run_lmforge(chunks: list[list[str]], tok: Any, seq_len: int) -> tuple[float,
     import ray
     import ray.data
 
-    from lmforge.jobs.tokenize import DOCS_PER_BATCH
-    from lmforge.pipelines.packing import TokenizePack
+    from lmforge.pipelines.packing import DOCS_PER_BATCH, TokenizePack
 
     sw = harness.Stopwatch()
     with sw.span("run"):
@@ -78,7 +77,7 @@ def run_baseline(chunks: list[list[str]], tok: Any, seq_len: int) -> tuple[float
 
 
 def main() -> int:
-    from lmforge.jobs.tokenize import DOCS_PER_BATCH
+    from lmforge.pipelines.packing import DOCS_PER_BATCH
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=30_000, help="documents")

@@ -27,9 +27,8 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import types
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import harness
 
@@ -123,9 +122,9 @@ def run_baseline(tokens: Path, args: argparse.Namespace) -> dict[str, float]:
     import torch
     from transformers import LlamaForCausalLM
 
-    from lmforge.train.loop import lr_factor
-    from lmforge.pipelines.tokenizer import load_tokenizer
-    from lmforge.platform.config import PretrainConfig
+    from lmforge.platform.hf_model import load_tokenizer
+    from lmforge.train.config import PretrainConfig
+    from lmforge.train.loop import lr_schedule
     from lmforge.train.presets import get_preset
 
     torch.set_num_threads(harness.RAY_CPUS)
@@ -146,10 +145,9 @@ def run_baseline(tokens: Path, args: argparse.Namespace) -> dict[str, float]:
         {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, lr=defaults.lr, betas=(0.9, 0.95), fused=False)
-    schedule = types.SimpleNamespace(
-        warmup_steps=5, max_steps=args.steps, lr=defaults.lr, min_lr=defaults.min_lr
+    sched = lr_schedule(
+        opt, defaults.model_copy(update={"warmup_steps": 5, "max_steps": args.steps})
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cast(Any, schedule)))
 
     train = torch.from_numpy(load_split(tokens, "train")).long()  # (N, T)
     batch = args.workers * args.micro_batch

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.platform.config import ConfigError, load_recipe
+from lmforge.jobs.recipe import load_recipe
+from lmforge.platform.config import ConfigError
 from lmforge.train.presets import PRESETS, estimate
 
 from conftest import ROOT, lmforge_cmd

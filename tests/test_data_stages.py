@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmforge.jobs import curate, filter_synthetic
+from lmforge.jobs.recipe import load_recipe
 from lmforge.pipelines.outputs import parquet_dataset
-from lmforge.platform.config import load_recipe
 
 from conftest import shared
 
@@ -269,7 +269,7 @@ def test_filter_synthetic_on_shipped_and_real_data(tmp_path: Path) -> None:
     assert {r["id"] for r in jsonl_rows(out / "kept")} == set(kept)
     s1 = kept["s-1"]
     assert [t["role"] for t in s1["messages"]] == ["user", "assistant"]
-    assert s1["text"] == "<|user|>\nHi\n<|assistant|>\nHello!"
+    assert s1["text"] == "<|user|>\nHi\n<|assistant|>\nHello!\n"
     mt = kept["gpt-4.jsonl:1"]
     assert [t["role"] for t in mt["messages"]] == ["user", "assistant"] * 2
     assert json.loads(mt["meta"])["record"]["model_id"] == "gpt-4"

@@ -13,8 +13,8 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from lmforge.jobs.pipeline import PipelineResult, run_pipeline
-from lmforge.pipelines.tokenizer import load_tokenizer
-from lmforge.platform.config import Recipe, load_recipe
+from lmforge.jobs.recipe import Recipe, load_recipe
+from lmforge.platform.hf_model import load_tokenizer
 
 from conftest import ROOT, free_port
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from lmforge.train.loop import LoopConfig, lr_factor
 from lmforge.pipelines.packing import is_validation, pack
+from lmforge.train.config import PretrainConfig
+from lmforge.train.loop import lr_schedule
 
 
 def test_pack_separates_documents_and_records_their_starts() -> None:
@@ -27,34 +28,21 @@ def test_validation_split_is_by_document_and_stable() -> None:
 
 
 def test_lr_schedule_warms_up_then_decays_to_min() -> None:
-    cfg = LoopConfig(
-        llama_config={},
-        tokenizer_files={},
-        ds_config={},
-        use_gpu=False,
-        micro_batch_size=1,
-        grad_accum_steps=1,
-        seq_len=8,
-        max_steps=110,
-        lr=1e-3,
-        min_lr=1e-4,
-        warmup_steps=10,
-        weight_decay=0.0,
-        log_every=1,
-        eval_every=1,
-        eval_batches=1,
-        checkpoint_every=1,
-        seed=0,
-        activation_checkpointing=False,
-        tracking_uri=None,
-        run_id=None,
-    )
-    lrs = [cfg.lr * lr_factor(s, cfg) for s in range(120)]
-    assert lrs[0] < lrs[5] < lrs[9] < cfg.lr  # warm-up rises
-    assert math.isclose(lrs[10], cfg.lr)  # peak right after warm-up
-    assert math.isclose(lrs[60], (cfg.lr + cfg.min_lr) / 2)  # cosine midpoint
-    assert all(a >= b for a, b in itertools.pairwise(lrs[10:110]))
-    assert math.isclose(lrs[115], cfg.min_lr)
+    import torch
+
+    p = PretrainConfig(max_steps=110, lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    sched = lr_schedule(opt, p)
+    lrs = []
+    for _ in range(p.max_steps + 1):  # the LR of each optimizer step 0..max_steps
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[5] < lrs[9] < p.lr  # warm-up rises
+    assert math.isclose(lrs[10], p.lr)  # peak right after warm-up
+    assert math.isclose(lrs[60], (p.lr + p.min_lr) / 2)  # cosine midpoint
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:111]))
+    assert math.isclose(lrs[110], p.min_lr)  # min_lr at max_steps
 
 
 def test_normalize_repairs_mojibake_only_when_asked() -> None:
@@ -68,3 +56,20 @@ def test_normalize_repairs_mojibake_only_when_asked() -> None:
     plain = {"text": "caf\u00c3\u00a9"}
     Normalize().apply(plain)
     assert plain["text"] == "caf\u00c3\u00a9"
+
+
+def test_chat_render_is_what_the_tokenizers_template_renders() -> None:
+    """Training text (`chat.render`) and serving (the tokenizer's template) agree."""
+    from lmforge.pipelines.tokenizer import train_tokenizer
+    from lmforge.platform import chat
+
+    tok = train_tokenizer(["Hello there, how are you today?"] * 20, vocab_size=300)
+    conv = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?\nThink."},
+        {"role": "assistant", "content": "4"},
+    ]
+    for gen in (False, True):
+        shown = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+        assert shown == chat.render(conv, add_generation_prompt=gen)
+    assert chat.render(conv[1:2], add_generation_prompt=True).endswith("<|assistant|>\n")

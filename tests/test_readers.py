@@ -274,9 +274,7 @@ def test_progress_markers(tmp_path: Path) -> None:
     assert resume.done_counts(out, files)[files[0]]["kept"] == 2
     markers = sorted((tmp_path / "out" / "_progress").iterdir())
     assert [m.name for m in markers] == sorted(resume.marker_name(f) for f in files[::2])
-    marker = json.loads(
-        (tmp_path / "out" / "_progress" / resume.marker_name(files[2])).read_text()
-    )
+    marker = json.loads((tmp_path / "out" / "_progress" / resume.marker_name(files[2])).read_text())
     assert marker["file"] == "s3://b/c.jsonl"  # no credentials written down
     resume.mark_done(out, files[0], {"read": 3})  # marking again replaces the marker
     assert resume.done_counts(out, files[:1]) == {files[0]: {"read": 3}}

@@ -3,7 +3,6 @@ real Ray Data actor pool on the local 2-CPU Ray."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -15,6 +14,7 @@ import pytest
 from lmforge.pipelines.records import DROPPED, KEPT, QUARANTINED, empty_row, to_table
 from lmforge.pipelines.scoring import PerplexityScorer, ScoringConfig, score_rows
 from lmforge.pipelines.tokenizer import train_tokenizer
+from lmforge.platform import chat
 
 SENTENCES = [
     "The cat sat on the warm mat.",
@@ -50,7 +50,7 @@ def conversation(answer: str, question: str = "Tell me something.") -> list[dict
 
 
 def render(conv: list[dict[str, str]]) -> str:
-    return "\n".join(f"<|{t['role']}|>\n{t['content']}" for t in conv)
+    return chat.render(conv)
 
 
 def training_conversations(n: int, rng: random.Random) -> list[list[dict[str, str]]]:
@@ -132,7 +132,7 @@ def run_on_ray(cfg: ScoringConfig) -> dict[str, dict[str, Any]]:
     import ray.data
 
     ds = ray.data.from_arrow(to_table(sample_rows()))
-    return {row["id"]: row for row in score_rows(ds, cfg).take_all()}
+    return {row["id"]: row for row in score_rows(ds, cfg, model_dir=cfg.model or "").take_all()}
 
 
 def ppl(row: dict[str, Any]) -> float:
@@ -157,7 +157,7 @@ def test_fluent_answer_scores_lower_than_gibberish(model_dir: str) -> None:
 def test_threshold_drops_high_perplexity_rows(model_dir: str) -> None:
     # the two perplexities, measured in this process one row at a time (no padding), put
     # the threshold between them
-    scorer = PerplexityScorer({"model": model_dir, "batch_size": 1})
+    scorer = PerplexityScorer({"batch_size": 1}, model_dir)
     measured = {r["id"]: r for r in scorer(to_table(sample_rows())).to_pylist()}
     threshold = math.sqrt(ppl(measured["fluent"]) * ppl(measured["gibberish"]))
 
@@ -175,7 +175,7 @@ def test_threshold_drops_high_perplexity_rows(model_dir: str) -> None:
 
 def test_rows_without_an_answer_are_kept_unscored(model_dir: str) -> None:
     cfg = ScoringConfig(model=model_dir, max_perplexity=1.0, max_tokens=16)
-    scorer = PerplexityScorer(dataclasses.asdict(cfg))
+    scorer = PerplexityScorer(cfg.model_dump(), model_dir)
     long_question = " ".join(SENTENCES[:6])
     rows = [
         empty_row(id="no_assistant", messages=[{"role": "user", "content": "Hello there."}]),
@@ -212,13 +212,13 @@ def test_filter_synthetic_stage_scores_with_the_recipes_model(
 ) -> None:
     """`synthetic.scoring` in a recipe: the stage drops what the model finds unlikely."""
     from lmforge.jobs import filter_synthetic
-    from lmforge.platform.config import load_recipe
+    from lmforge.jobs.recipe import load_recipe
 
     chats = {  # two prompts: the same one twice would be a duplicate prompt
         "fluent": conversation(FLUENT, "Tell me something."),
         "gibberish": conversation(gibberish(len(FLUENT), seed=1), "Say a few words."),
     }
-    scorer = PerplexityScorer({"model": model_dir, "batch_size": 1})
+    scorer = PerplexityScorer({"batch_size": 1}, model_dir)
     table = to_table([empty_row(id=i, messages=m) for i, m in chats.items()])
     measured = {r["id"]: r for r in scorer(table).to_pylist()}
     threshold = math.sqrt(ppl(measured["fluent"]) * ppl(measured["gibberish"]))
@@ -248,7 +248,8 @@ def test_filter_synthetic_stage_scores_with_the_recipes_model(
 
 def test_a_recipe_naming_a_missing_model_fails_before_ray(tmp_path: Path) -> None:
     from lmforge.jobs import filter_synthetic
-    from lmforge.platform.config import ConfigError, load_recipe
+    from lmforge.jobs.recipe import load_recipe
+    from lmforge.platform.config import ConfigError
 
     data = tmp_path / "chats.jsonl"
     data.write_text("{}\n")

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 import lmforge
 from lmforge.pipelines.synthetic import (
     FILTERS,
+    AnswerLengthConfig,
+    AnswerLengthFilter,
     EmptyAnswerFilter,
     IdentityConfig,
     IdentityFilter,
-    LengthConfig,
-    LengthFilter,
     MalformedTurnsConfig,
     MalformedTurnsFilter,
     RecordError,
@@ -122,7 +122,7 @@ def test_unknown_shapes_raise_record_error_naming_the_problem(record: object, me
 
 def test_render_text_uses_the_chat_template_tokens() -> None:
     conv = [{"role": "system", "content": "Be brief."}, *qa("4", "What is 2+2?")]
-    assert render_text(qa("4", "What is 2+2?")) == "<|user|>\nWhat is 2+2?\n<|assistant|>\n4"
+    assert render_text(qa("4", "What is 2+2?")) == "<|user|>\nWhat is 2+2?\n<|assistant|>\n4\n"
     assert render_text(conv).startswith("<|system|>\nBe brief.\n<|user|>\n")
 
 
@@ -157,12 +157,12 @@ def test_well_formed_turns_and_empty_prompt() -> None:
 def test_empty_and_short_answers() -> None:
     assert EmptyAnswerFilter().check(qa("  \n")) == "empty_answer"
     assert EmptyAnswerFilter().check(qa("4")) is None  # a real answer to "What is 2+2?"
-    short = LengthFilter(LengthConfig(min_answer_chars=3, max_answer_chars=10))
+    short = AnswerLengthFilter(AnswerLengthConfig(min_answer_chars=3, max_answer_chars=10))
     assert short.check(qa("42")) == "short_answer"
     assert short.check(qa(" 420 ")) is None
     assert short.check(qa("")) is None  # empty is empty_answer's call
     assert short.check(qa("x" * 11)) == "long_answer"
-    assert LengthFilter().check(qa("x" * 11)) is None  # short_answer off by default
+    assert AnswerLengthFilter().check(qa("x" * 11)) is None  # short_answer off by default
 
 
 # ---------------------------------------------------------------------------- refusal

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.jobs.recipe import Recipe
 from lmforge.platform import storage, tracking
-from lmforge.platform.config import ConfigError, Recipe
+from lmforge.platform.config import ConfigError
 
 
 @dataclass

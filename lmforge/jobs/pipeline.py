@@ -1,4 +1,4 @@
-"""`run`: every stage in order, one MLflow parent run with a child run per stage.
+"""`run`: every stage of the table in order, one MLflow parent run with a child per stage.
 
     lmforge run --config configs/demo.yaml
     python -m lmforge.jobs.pipeline --config configs/demo.yaml     (under `ray job submit`)
@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from lmforge.jobs import curate, filter_synthetic, pretrain, register, serve, tokenize
+from lmforge.jobs import serve
+from lmforge.jobs.command import ConfigOpt, SetOpt, prepare, run_single, stage_module
 from lmforge.jobs.common import StageResult, init_ray
+from lmforge.jobs.recipe import Recipe
+from lmforge.jobs.stages import STAGES
 from lmforge.platform import tracking
-from lmforge.platform.config import Recipe
 
 
 @dataclass
@@ -26,7 +28,7 @@ class PipelineResult:
 
 
 def run_pipeline(recipe: Recipe, *, keep_serving: bool | None = None) -> PipelineResult:
-    """Run curate -> filter-synthetic -> tokenize -> pretrain -> register -> serve.
+    """Run every stage of the table (curate ... register), then serve and ask.
 
     keep_serving: leave the Serve app up and return (tests call it); None follows
     `serve.blocking` (block until Ctrl-C). False shuts Serve down after the demo answer.
@@ -36,22 +38,18 @@ def run_pipeline(recipe: Recipe, *, keep_serving: bool | None = None) -> Pipelin
     init_ray(recipe)
     with tracking.pipeline_run(recipe.name, params=recipe.model_dump(mode="json")) as parent:
         result = PipelineResult(parent)
-        for name, stage in (
-            ("curate", curate),
-            ("filter-synthetic", filter_synthetic),
-            ("tokenize", tokenize),
-            ("pretrain", pretrain),
-            ("register", register),
-        ):
-            print(f"\n=== lmforge: {name} ===", flush=True)
-            result.stages[name] = stage.run(recipe, parent_run_id=parent)
-        print("\n=== lmforge: serve ===", flush=True)
-        served = serve.run(recipe, parent_run_id=parent, block=False)
-        result.stages["serve"] = served
-        result.base_url = served.output
+        for stage in STAGES:
+            print(f"\n=== lmforge: {stage.name} ===", flush=True)
+            if stage.name == "serve":  # the last stage: it keeps running
+                result.stages["serve"] = serve.run(recipe, parent_run_id=parent, block=False)
+            else:
+                result.stages[stage.name] = stage_module(stage.name).run(
+                    recipe, parent_run_id=parent
+                )
+        result.base_url = result.stages["serve"].output
     _closing_lines(recipe, result)
     if keep_serving is None and recipe.serve.blocking:
-        serve._serve_forever()
+        serve.serve_forever()
     elif not keep_serving:
         from ray import serve as ray_serve
 
@@ -76,7 +74,12 @@ def _closing_lines(recipe: Recipe, result: PipelineResult) -> None:
     sys.stdout.flush()
 
 
-if __name__ == "__main__":
-    from lmforge.jobs.cli import app
+def run_command(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Run every stage as one MLflow pipeline run, then serve the model and ask it."""
+    run_pipeline(prepare(None, config, None, None, set_))
 
-    app(["run", *sys.argv[1:]], prog_name="python -m lmforge.jobs.pipeline")
+
+if __name__ == "__main__":
+    run_single(
+        run_command, help=run_command.__doc__ or "", prog_name="python -m lmforge.jobs.pipeline"
+    )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 
 from lmforge.jobs.common import StageResult, stage_context
+from lmforge.jobs.recipe import Recipe
 from lmforge.platform import registry, storage, tracking
-from lmforge.platform.config import ConfigError, Recipe
+from lmforge.platform.config import ConfigError
 
 
 def validate(recipe: Recipe) -> None:
@@ -40,6 +41,6 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 
 
 if __name__ == "__main__":
-    from lmforge.jobs.cli import stage_main
+    from lmforge.jobs.command import stage_main
 
     stage_main("register")

@@ -10,15 +10,21 @@ start in it are the difference between documents read and `doc_starts` written.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from lmforge.pipelines.outputs import parquet_dataset
+from lmforge.platform import storage
 
 SEQ_SCHEMA_FIELDS = [
     ("input_ids", pa.list_(pa.int32())),  # (seq_len,)
     ("doc_starts", pa.list_(pa.int32())),  # offsets where a document begins in this row
 ]
 SEQ_SCHEMA = pa.schema(SEQ_SCHEMA_FIELDS)
+DOCS_PER_BATCH = 2048  # bigger batches waste less in the tail of each packed stream
 
 
 def is_validation(doc_id: str, fraction: float) -> bool:
@@ -70,3 +76,61 @@ class TokenizePack:
     def __call__(self, batch: pa.Table) -> pa.Table:
         encodings = self.tok.encode_batch(batch["text"].to_pylist(), add_special_tokens=False)
         return pack([e.ids for e in encodings], self.eos_id, self.seq_len)
+
+
+def read_documents(inputs: list[str]) -> Any:
+    """`id` and `text` of every kept row of the given stage outputs (or Parquet files)."""
+    import ray.data
+
+    parts = []
+    for uri in inputs:
+        folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
+        ds = ray.data.read_parquet(folder, file_extensions=["parquet"]).select_columns(
+            ["id", "text"]
+        )
+        parts.append(ds)
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def _split(batch: pa.Table, fraction: float, want_val: bool) -> pa.Table:
+    mask = [is_validation(i, fraction) == want_val for i in batch["id"].to_pylist()]
+    return batch.filter(pa.array(mask, pa.bool_()))
+
+
+def write_split(
+    docs: Any, tok: Any, folder: str, *, val_fraction: float, validation: bool, seq_len: int
+) -> dict[str, int]:
+    """Tokenize and pack one split of `docs` on the cluster into Parquet under `folder`;
+    returns its counts (documents read and packed, sequences, tokens)."""
+    import ray.data
+
+    part = docs.map_batches(_split, fn_args=(val_fraction, validation), batch_format="pyarrow")
+    n_split = part.count()
+    seqs = part.map_batches(
+        TokenizePack,
+        fn_constructor_kwargs={
+            "tokenizer_json": tok.backend_tokenizer.to_str(),
+            "eos_id": tok.eos_token_id,
+            "seq_len": seq_len,
+        },
+        batch_size=DOCS_PER_BATCH,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
+    )
+    seqs.write_parquet(folder, min_rows_per_file=50_000)
+    return split_counts(folder, n_split, seq_len)
+
+
+def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
+    dataset = parquet_dataset(folder)
+    if dataset is None:
+        return {"documents": docs_read, "documents_packed": 0, "sequences": 0, "tokens": 0}
+    starts = dataset.to_table(columns=["doc_starts"])["doc_starts"]
+    packed = int(pc.sum(pc.list_value_length(starts)).as_py() or 0)
+    n = dataset.count_rows()
+    return {
+        "documents": docs_read,
+        "documents_packed": packed,  # the rest started in a batch's unpacked tail
+        "sequences": n,
+        "tokens": n * seq_len,
+    }

@@ -19,7 +19,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from lmforge.pipelines.outputs import parquet_dataset, reason_key
 from lmforge.pipelines.records import DROPPED, KEPT, QUARANTINED
+from lmforge.platform import storage
 
 _TALLY = pa.schema([("key", pa.string()), ("n", pa.int64())])
 
@@ -181,3 +183,60 @@ def _examples(examples: dict[str, list[dict[str, str]]], counts: dict[str, int])
 def _keep_rates(stats: dict[str, dict[str, int]]) -> dict[str, float]:
     read, kept = stats.get("lang_read", {}), stats.get("lang_kept", {})
     return {lang: kept.get(lang, 0) / n for lang, n in sorted(read.items()) if n}
+
+
+def curate_report(
+    rows: Any, manifest: dict[str, Any], *, with_clusters: bool
+) -> tuple[str, dict[str, Any]]:
+    """(report.html, its statistics) of a curation run; near-duplicate cluster sizes
+    when MinHash ran."""
+    stats: dict[str, Any] = collect_stats(rows)
+    if with_clusters:
+        from lmforge.pipelines.minhash import cluster_sizes
+
+        stats["cluster"] = {str(k): v for k, v in cluster_sizes(rows).items()}
+    return render_html("lmforge curate", manifest, stats), stats
+
+
+def synthetic_report(
+    rows: Any, manifest: dict[str, Any], output: str
+) -> tuple[str, dict[str, list[dict[str, str]]]]:
+    """(report.html, drop examples by reason) of a filter-synthetic run."""
+    stats = collect_stats(rows)
+    examples = examples_by_reason(output, list(manifest["dropped_by_reason"]))
+    return render_html("lmforge filter-synthetic", manifest, stats, examples=examples), examples
+
+
+def examples_by_reason(
+    output: str, reasons: list[str], per_reason: int = 5
+) -> dict[str, list[dict[str, str]]]:
+    """Up to `per_reason` dropped rows of each "step/reason": id, evidence and the start of
+    the conversation. Streams the written Parquet and stops once every reason has its share."""
+    found: dict[str, list[dict[str, str]]] = defaultdict(list)
+    dataset = parquet_dataset(storage.join(output, "dropped"))
+    if dataset is None:
+        return {}
+    wanted = set(reasons)
+    for batch in dataset.to_batches(columns=["id", "step", "reason", "meta", "text"]):
+        for r in batch.to_pylist():
+            key = reason_key(r["step"], r["reason"])
+            if key in wanted and len(found[key]) < per_reason:
+                meta = json.loads(r["meta"]) if r["meta"] else {}
+                evidence = meta.get("evidence") or _why(meta)
+                found[key].append(
+                    {"id": r["id"], "evidence": evidence, "text": (r["text"] or "")[:400]}
+                )
+        if all(len(found[k]) >= per_reason for k in wanted):
+            break
+    return dict(found)
+
+
+def _why(meta: dict[str, Any]) -> str:
+    if "duplicate_of" in meta:
+        return f"duplicate of {meta['duplicate_of']}"
+    if "decontam" in meta:
+        d = meta["decontam"]
+        return f"{d['eval_set']} item {d['item']}: {d.get('ngram') or d.get('match')}"
+    if "perplexity" in meta:
+        return f"perplexity {meta['perplexity']}"
+    return ""

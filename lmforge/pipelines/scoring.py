@@ -15,48 +15,19 @@ GPUs (one per actor), else on the CPU in float32.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from lmforge.pipelines.config import ScoringConfig
 from lmforge.pipelines.records import KEPT, conform, to_table
 from lmforge.pipelines.steps import drop, update_meta
+from lmforge.platform import chat
 
 if TYPE_CHECKING:
     import ray.data
 
 IGNORE = -100  # the label of a token that is read but not scored (cross-entropy's default)
-
-
-@dataclass(kw_only=True)
-class ScoringConfig:
-    """model: a local Hugging Face model folder (config.json, safetensors, tokenizer).
-    max_perplexity: rows whose assistant perplexity is above it are dropped; None only
-        annotates.
-    batch_size: conversations per forward pass.
-    max_tokens: a conversation is cut to its first `max_tokens` tokens (and to the
-        model's `max_position_embeddings`); only assistant tokens inside are scored.
-    num_actors: model replicas; None means one per GPU when the cluster has GPUs, else 1.
-    """
-
-    model: str
-    max_perplexity: float | None = None
-    batch_size: int = 8
-    max_tokens: int = 1024
-    num_actors: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
-        if self.max_tokens < 2:
-            raise ValueError(f"max_tokens must be at least 2, not {self.max_tokens}")
-        if self.max_perplexity is not None and self.max_perplexity < 1:
-            # a perplexity is never below 1: such a threshold would drop every row
-            raise ValueError(f"max_perplexity must be at least 1, not {self.max_perplexity}")
-        if self.num_actors is not None and self.num_actors < 1:
-            raise ValueError(f"num_actors must be at least 1, not {self.num_actors}")
 
 
 class PerplexityScorer:
@@ -65,21 +36,15 @@ class PerplexityScorer:
 
     name = "score"
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, cfg: dict[str, Any], model_dir: str) -> None:
+        from lmforge.platform.hf_model import load_causal_lm
 
-        self.cfg = ScoringConfig(**cfg)
-        cuda = torch.cuda.is_available()
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.tok = AutoTokenizer.from_pretrained(self.cfg.model)
+        self.cfg = ScoringConfig.model_validate(cfg)
+        self.model, self.tok = load_causal_lm(model_dir)
+        self.device = self.model.device
         if self.tok.pad_token_id is None:
             # padded positions are masked and never scored: any known id will do
             self.tok.pad_token = self.tok.eos_token or self.tok.convert_ids_to_tokens(0)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            self.cfg.model, dtype=torch.bfloat16 if cuda else torch.float32
-        )
-        self.model = model.to(self.device).eval()
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_tokens = min(self.cfg.max_tokens, limit or self.cfg.max_tokens)
         # the BOS a Llama-style tokenizer puts before a text; the project's adds none
@@ -97,7 +62,8 @@ class PerplexityScorer:
         for i, turn in enumerate(messages or []):
             # tokenized piece by piece so every token is on one side of a label boundary;
             # headers and contents are split apart by the byte-level pre-tokenizer anyway
-            header = self._ids(("\n" if i else "") + f"<|{turn['role']}|>\n")
+            # the previous turn's end and this turn's header, as `chat.render` writes them
+            header = self._ids((chat.TURN_END if i else "") + chat.turn_header(turn["role"]))
             content = self._ids(turn["content"] or "")
             scored = turn["role"] == "assistant"
             answered = answered or (scored and bool(content))
@@ -158,9 +124,10 @@ class PerplexityScorer:
         return to_table(rows)
 
 
-def score_rows(ds: ray.data.Dataset, cfg: ScoringConfig) -> ray.data.Dataset:
+def score_rows(ds: ray.data.Dataset, cfg: ScoringConfig, *, model_dir: str) -> ray.data.Dataset:
     """Score the kept rows of `ds` (ROW_SCHEMA) with a fixed pool of `PerplexityScorer`
-    actors, each holding one GPU when the cluster has GPUs."""
+    actors loading `model_dir` (a local HF folder), each holding one GPU when the cluster
+    has GPUs."""
     import ray
     import ray.data
 
@@ -169,7 +136,7 @@ def score_rows(ds: ray.data.Dataset, cfg: ScoringConfig) -> ray.data.Dataset:
     actors = cfg.num_actors or (int(gpus) if on_gpu else 1)
     return ds.map_batches(
         PerplexityScorer,
-        fn_constructor_kwargs={"cfg": dataclasses.asdict(cfg)},
+        fn_constructor_kwargs={"cfg": cfg.model_dump(), "model_dir": model_dir},
         batch_size=cfg.batch_size * 4,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),

@@ -9,7 +9,7 @@ step's name and the reason. A pipeline is a plain list of steps applied in order
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -72,3 +72,15 @@ class Pipeline:
                 if row["fate"] == KEPT:
                     step.apply(row)
         return to_table(rows)
+
+
+class StepsActor:
+    """Ray Data callable class: `build(**kwargs)` makes the steps once per actor, so models
+    and n-gram indexes are built where they run and never pickled into every task; only
+    `build` (a module-level function) and its small, plain kwargs travel."""
+
+    def __init__(self, build: Callable[..., Sequence[Step]], **kwargs: Any) -> None:
+        self.pipeline = Pipeline(build(**kwargs))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.pipeline(batch)

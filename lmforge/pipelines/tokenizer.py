@@ -8,23 +8,20 @@ exported model loads with `AutoTokenizer.from_pretrained` in any HF-compatible t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lmforge.platform import chat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-EOS = "<|endoftext|>"
-PAD = "<|pad|>"
-SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
-SPECIAL_TOKENS = [EOS, PAD, SYSTEM, USER, ASSISTANT]
-
-# The same turn format that `render_text` uses for synthetic conversations in pretraining
-# text, so the model has seen the template before it is served.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{{ '<|' + m['role'] + '|>\n' + m['content'] + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+# the turn format's one definition: the template is what serving applies, `chat.render`
+# what synthetic conversations are written as for pretraining
+EOS, PAD, SPECIAL_TOKENS, CHAT_TEMPLATE = (
+    chat.EOS,
+    chat.PAD,
+    chat.SPECIAL_TOKENS,
+    chat.CHAT_TEMPLATE,
 )
 
 
@@ -65,9 +62,18 @@ def _nonempty(texts: Iterable[str]) -> Iterator[str]:
             yield t
 
 
-def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
-    """Load a tokenizer directory written by `save_pretrained`."""
-    from transformers import AutoTokenizer
+def save_tokenizer(tok: PreTrainedTokenizerFast, uri: str) -> None:
+    """`save_pretrained` to a local folder or an object-store URI."""
+    import tempfile
 
-    tok: Any = AutoTokenizer.from_pretrained(path)
-    return tok
+    import pyarrow.fs as pafs
+
+    from lmforge.platform import storage
+
+    if not storage.is_remote(uri):
+        tok.save_pretrained(uri)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        fs, path = storage.filesystem(uri)
+        pafs.copy_files(d, path, destination_filesystem=fs)

@@ -7,7 +7,6 @@ Sharding lives in `sharding.py`; MLflow is touched on rank 0 only, via RunLogger
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -15,59 +14,51 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from lmforge.train import sharding
+from lmforge.train.config import PretrainConfig
 
 
 @dataclass(kw_only=True)
 class LoopConfig:
-    """What each worker needs; built on the driver from the recipe (plain values only)."""
+    """What each worker needs, built on the driver (plain values only, they are pickled).
 
+    pretrain: the recipe's `pretrain` section (`PretrainConfig.model_dump()`), read back
+    with `PretrainConfig` in the worker: no field is copied by hand.
+    """
+
+    pretrain: dict[str, Any]
     llama_config: dict[str, Any]  # transformers.LlamaConfig.to_dict()
     tokenizer_files: dict[str, str]  # file name -> text, written next to the exported weights
     ds_config: dict[str, Any]
-    use_gpu: bool
-    micro_batch_size: int
-    grad_accum_steps: int
     seq_len: int
-    max_steps: int
-    lr: float
-    min_lr: float
-    warmup_steps: int
-    weight_decay: float
-    log_every: int
-    eval_every: int
-    eval_batches: int
-    checkpoint_every: int
-    seed: int
-    activation_checkpointing: bool
     tracking_uri: str | None
     run_id: str | None
 
 
-def lr_factor(step: int, cfg: LoopConfig) -> float:
-    """Multiplier of cfg.lr at optimizer step `step` (LambdaLR semantics)."""
-    # 1) linear warm-up from ~0 to lr
-    if step < cfg.warmup_steps:
-        return (step + 1) / (cfg.warmup_steps + 1)
-    # 2) past the end: hold min_lr
-    if step >= cfg.max_steps:
-        return cfg.min_lr / cfg.lr
-    # 3) in between: cosine decay from lr down to min_lr
-    ratio = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
-    return (cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)) / cfg.lr
+def lr_schedule(optimizer: torch.optim.Optimizer, p: PretrainConfig) -> Any:
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at
+    `max_steps` (transformers' schedule; DeepSpeed steps it once per optimizer step)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=p.warmup_steps,
+        num_training_steps=p.max_steps,
+        min_lr=p.min_lr,
+    )
 
 
 def batches(shard: Any, batch_size: int, *, repeat: bool) -> Iterator[torch.Tensor]:
     """(B, T) int64 token batches from a Ray Data shard; epoch after epoch if `repeat`."""
     while True:
         got = 0
-        for b in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=True):
+        for b in shard.iter_torch_batches(
+            batch_size=batch_size, dtypes=torch.int64, drop_last=True
+        ):
             got += 1
-            yield torch.from_numpy(np.stack(b["input_ids"]).astype(np.int64))
+            yield b["input_ids"]
         if got == 0:
             raise RuntimeError(
                 f"a worker's data shard holds fewer than micro_batch_size={batch_size} "
@@ -79,25 +70,26 @@ def batches(shard: Any, batch_size: int, *, repeat: bool) -> Iterator[torch.Tens
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = LoopConfig(**config)
-    sharding.select_accelerator(cfg.use_gpu)
+    p = PretrainConfig.model_validate(cfg.pretrain)
+    sharding.select_accelerator(p.use_gpu)
     import ray.train
     from transformers import LlamaConfig, LlamaForCausalLM
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    torch.manual_seed(p.seed)  # same initial weights on every rank
     logger = _rank0_logger(cfg, rank)
 
     # 1) model and sharding
     model = LlamaForCausalLM(LlamaConfig.from_dict(cfg.llama_config))
-    if cfg.activation_checkpointing:
+    if p.activation_checkpointing:
         model.gradient_checkpointing_enable()
     engine = sharding.wrap(
         model,
         cfg.ds_config,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        lr_lambda=lambda s: lr_factor(s, cfg),
+        lr=p.lr,
+        weight_decay=p.weight_decay,
+        schedule=lambda opt: lr_schedule(opt, p),
     )
     device = engine.device
 
@@ -109,16 +101,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _, client_state = engine.load_checkpoint(d, tag="ds")
             step = int(client_state["step"])
 
-    train_it = batches(ray.train.get_dataset_shard("train"), cfg.micro_batch_size, repeat=True)
-    tokens_per_step = cfg.micro_batch_size * cfg.seq_len * cfg.grad_accum_steps * world
+    train_it = batches(ray.train.get_dataset_shard("train"), p.micro_batch_size, repeat=True)
+    tokens_per_step = p.micro_batch_size * cfg.seq_len * p.grad_accum_steps * world
     t_last, tokens_seen = time.perf_counter(), step * tokens_per_step
     latest: dict[str, float] = {}  # the last value of each metric, sent with the export
 
     # 3) the loop
-    while step < cfg.max_steps:
+    while step < p.max_steps:
         engine.train()
         loss_sum = 0.0
-        for _ in range(cfg.grad_accum_steps):
+        for _ in range(p.grad_accum_steps):
             x = next(train_it).to(device)  # (B, T)
             loss = engine(input_ids=x, labels=x).loss  # HF shifts labels inside
             engine.backward(loss)
@@ -128,18 +120,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         tokens_seen += tokens_per_step
         metrics: dict[str, float] = {}
 
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
+        if step % p.log_every == 0 or step == p.max_steps:
             dt = time.perf_counter() - t_last
-            n_steps = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
+            n_steps = p.log_every if step % p.log_every == 0 else step % p.log_every
             metrics |= {
-                "train_loss": loss_sum / cfg.grad_accum_steps,
+                "train_loss": loss_sum / p.grad_accum_steps,
                 "lr": engine.get_lr()[0],
                 "tokens": tokens_seen,
                 "tokens_per_s": n_steps * tokens_per_step / dt,
             }
             t_last = time.perf_counter()
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            metrics["val_loss"] = evaluate(engine, cfg, device)
+        if step % p.eval_every == 0 or step == p.max_steps:
+            metrics["val_loss"] = evaluate(engine, p, device)
 
         if metrics:
             metrics["step"] = step
@@ -147,8 +139,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if logger is not None:
                 logger.log(metrics, step)
             if rank == 0:
-                _progress(step, cfg.max_steps, metrics)
-        if step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+                _progress(step, p.max_steps, metrics)
+        if step % p.checkpoint_every == 0 and step < p.max_steps:
             _save_checkpoint(engine, step, metrics)
         elif metrics:
             ray.train.report(metrics)
@@ -158,7 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _export_hf(engine, model, cfg, rank, {**latest, "step": step, "checkpoint_kind": 1.0})
 
 
-def evaluate(engine: Any, cfg: LoopConfig, device: torch.device) -> float:
+def evaluate(engine: Any, p: PretrainConfig, device: torch.device) -> float:
     """Mean loss over up to eval_batches validation micro-batches, averaged over ranks."""
     import ray.train
     import torch.distributed as dist
@@ -168,8 +160,8 @@ def evaluate(engine: Any, cfg: LoopConfig, device: torch.device) -> float:
     shard = ray.train.get_dataset_shard("val") if _has_val() else None
     if shard is not None:
         with torch.no_grad():
-            for i, x in enumerate(batches(shard, cfg.micro_batch_size, repeat=False)):
-                if i >= cfg.eval_batches:
+            for i, x in enumerate(batches(shard, p.micro_batch_size, repeat=False)):
+                if i >= p.eval_batches:
                     break
                 total += engine(input_ids=x.to(device), labels=x.to(device)).loss.item()
                 count += 1

@@ -9,6 +9,7 @@ when imported.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,9 +62,10 @@ def wrap(
     *,
     lr: float,
     weight_decay: float,
-    lr_lambda: Any,
+    schedule: Callable[[torch.optim.Optimizer], Any],
 ) -> Any:
     """Shard `model` with DeepSpeed; returns the engine (call it, .backward, .step).
+    `schedule(optimizer)` makes the LR scheduler that DeepSpeed steps.
 
     AdamW is passed as a client optimizer so no fused CUDA kernel is built on CPU;
     with optimizer offload DeepSpeed's own CPU Adam is required instead.
@@ -83,7 +85,7 @@ def wrap(
         optimizer = DeepSpeedCPUAdam(groups, lr=lr, betas=(0.9, 0.95))
     else:
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=False)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    scheduler = schedule(optimizer)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )

@@ -17,13 +17,16 @@ silently dropped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
+from lmforge.platform import chat, storage
+from lmforge.platform.config import ConfigError
+
 Turn = dict[str, str]
-# The tokenizer's chat template renders turns the same way (see `render_text`).
-ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+ROLE_TOKENS = chat.ROLE_TOKENS
 
 
 class RecordError(ValueError):
@@ -163,8 +166,9 @@ def to_conversation(
 
 
 def render_text(conv: Sequence[Turn]) -> str:
-    """Plain text for pretraining: "<|user|>\\nWhat is 2+2?\\n<|assistant|>\\n4"."""
-    return "\n".join(f"{ROLE_TOKENS[t['role']]}\n{t['content']}" for t in conv)
+    """Plain text for pretraining, in the tokenizer's chat format (`platform.chat`):
+    "<|user|>\\nWhat is 2+2?\\n<|assistant|>\\n4\\n"."""
+    return chat.render(conv)
 
 
 def answers(conv: Sequence[Turn]) -> list[str]:
@@ -184,3 +188,21 @@ def exchanges(conv: Sequence[Turn]) -> list[tuple[str, str]]:
         for a, b in pairwise(conv)
         if a["role"] == "user" and b["role"] == "assistant"
     ]
+
+
+def load_questions(paths: list[str]) -> dict[str, list[str]]:
+    """MT-Bench question files -> {question_id (as text): its turns}."""
+    questions: dict[str, list[str]] = {}
+    for path in paths:
+        for n, line in enumerate(storage.read_text(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                q = json.loads(line)
+                questions[str(q["question_id"])] = list(q["turns"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise ConfigError(
+                    f"synthetic.mtbench_questions: {path}:{n} is not an MT-Bench question "
+                    f"(want question_id and turns): {e}"
+                ) from None
+    return questions
