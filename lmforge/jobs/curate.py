@@ -57,7 +57,14 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 
             rows = minhash_dedup(rows, cfg.minhash.dedup_config())
         rows = rows.materialize()
-        manifest = write_stage_output(rows, output, stage="curate", inputs=inputs, run_id=run_id)
+        manifest = write_stage_output(
+            rows,
+            output,
+            stage="curate",
+            inputs=inputs,
+            run_id=run_id,
+            read_by_file=curation.read_by_file(output, units),
+        )
         manifest["resumed_groups"] = len(done)
         manifest["groups"] = len(units)
         storage.write_manifest(output, manifest)

@@ -28,7 +28,7 @@ from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines.config import SyntheticConfig
 from lmforge.pipelines.dedup import exact_dedup
 from lmforge.pipelines.outputs import write_stage_output
-from lmforge.pipelines.readers import read_rows
+from lmforge.pipelines.readers import ReadTally, read_rows
 from lmforge.pipelines.steps import StepsActor
 from lmforge.pipelines.synthetic.formats import load_questions
 from lmforge.pipelines.synthetic.steps import (
@@ -72,7 +72,10 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         import ray.data
 
         tracking.record_inputs(inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets])
-        rows = read_rows(inputs, id_field="id", max_record_bytes=recipe.curate.max_record_bytes)
+        tally = ReadTally()
+        rows = read_rows(
+            inputs, id_field="id", max_record_bytes=recipe.curate.max_record_bytes, tally=tally
+        )
         cpus = max(1, int(ray.available_resources().get("CPU", 1)))
         rows = rows.map_batches(
             StepsActor,
@@ -106,6 +109,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             stage="filter-synthetic",
             inputs=inputs,
             run_id=run_id,
+            read_by_file=tally.counts(),  # complete: `rows` has run to the end above
             kept_columns=CONVERSATION_COLUMNS,
             kept_jsonl=True,
         )

@@ -14,8 +14,8 @@ from typing import Any
 
 from lmforge.pipelines import resume
 from lmforge.pipelines.config import CurateConfig
-from lmforge.pipelines.outputs import parquet_dataset
-from lmforge.pipelines.readers import expand, read_rows, split_hf
+from lmforge.pipelines.outputs import AccountingError, parquet_dataset
+from lmforge.pipelines.readers import ReadTally, expand, read_rows, split_hf
 from lmforge.pipelines.records import conform
 from lmforge.pipelines.steps import Step, StepsActor
 from lmforge.platform import storage
@@ -108,11 +108,13 @@ def stage_group(unit: Unit, cfg: CurateConfig, output: str) -> None:
 
     folder = storage.join(output, STAGING, unit.folder)
     storage.remove(folder)  # a half-written folder of a killed run
+    tally = ReadTally()
     rows = read_rows(
         unit.inputs,
         id_field=cfg.id_field,
         max_record_bytes=cfg.max_record_bytes,
         max_builtin_docs=cfg.builtin_max_docs,
+        tally=tally,
     )
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     rows = rows.map_batches(
@@ -123,8 +125,19 @@ def stage_group(unit: Unit, cfg: CurateConfig, output: str) -> None:
     )
     rows.write_parquet(folder, min_rows_per_file=100_000)
     dataset = parquet_dataset(folder)
-    n = dataset.count_rows() if dataset is not None else 0
-    resume.mark_done(output, unit.key, {"read": n})
+    staged = dataset.count_rows() if dataset is not None else 0
+    read = tally.counts()
+    if staged != sum(read.values()):  # a step lost (or made up) rows: stop here
+        raise AccountingError(
+            f"curate: the readers read {sum(read.values())} records from {len(read)} files "
+            f"but {staged} rows were staged"
+        )
+    resume.mark_done(output, unit.key, {"read": staged}, read_by_file=read)
+
+
+def read_by_file(output: str, units: list[Unit]) -> dict[str, int]:
+    """Input file -> records the readers read, over every staged group."""
+    return resume.read_by_file(output, [u.key for u in units])
 
 
 def read_staged(output: str, units: list[Unit]) -> Any:

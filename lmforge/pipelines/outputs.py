@@ -8,7 +8,8 @@ Layout of a stage output folder:
     manifest.json  counts (by fate, step and reason), schema, inputs, producing run
 
 The counts in the manifest are read back from the files written, and the stage fails
-unless kept + dropped + quarantined equals the rows read.
+unless kept + dropped + quarantined equals the records read, as the readers counted them
+per input file where the records entered (`readers.ReadTally`), before any step ran.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -50,10 +52,14 @@ def write_stage_output(
     stage: str,
     inputs: list[str],
     run_id: str | None,
+    read_by_file: Mapping[str, int],
     kept_columns: list[str] | None = None,
     kept_jsonl: bool = False,
 ) -> dict[str, Any]:
     """Write `ds` (ROW_SCHEMA rows) by fate in one pass, reconcile, write the manifest.
+
+    read_by_file: input file -> records the readers produced for it (`ReadTally.counts()`);
+    AccountingError unless the rows written add up to their sum.
 
     Returns the manifest. Each fate's folder is replaced as a whole, so a rerun never
     mixes rows of two runs. kept_jsonl: also write the kept rows as JSON lines (chat data
@@ -79,14 +85,17 @@ def write_stage_output(
     counted: Counter[str] = Counter()
     for row in tallies.iter_rows():
         counted[row["key"]] += row["n"]
-    read = sum(counted[f"fate:{fate}"] for fate in FATES)
+    read = sum(read_by_file.values())
+    reached = sum(counted[f"fate:{fate}"] for fate in FATES)
     written = {fate: _count_parquet(storage.join(output, fate)) for fate in FATES}
     total = sum(written.values())
-    if total != read or any(written[f] != counted[f"fate:{f}"] for f in FATES):
+    if total != read or reached != read or any(written[f] != counted[f"fate:{f}"] for f in FATES):
         raise AccountingError(
-            f"{stage}: read {read} rows but wrote {total} "
+            f"{stage}: the readers read {read} records from {len(read_by_file)} files, "
+            f"{reached} rows reached the writer and {total} were written "
             f"(kept {written[KEPT]}, dropped {written[DROPPED]}, "
-            f"quarantined {written[QUARANTINED]})"
+            f"quarantined {written[QUARANTINED]}): "
+            + (f"{read - total} lost" if read > total else f"{total - read} invented")
         )
     manifest = {
         "stage": stage,
@@ -94,6 +103,7 @@ def write_stage_output(
         "inputs": inputs,
         "mlflow_run_id": run_id,
         "counts": {"read": read, **written},
+        "read_by_file": dict(read_by_file),
         "dropped_by_reason": _by_prefix(counted, "reason:"),
         "quarantined_by_step": _by_prefix(counted, "step:"),
         "schema": {f: str(t) for f, t in _kept_schema(storage.join(output, KEPT)).items()},

@@ -17,6 +17,7 @@ import posixpath
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -39,12 +40,21 @@ def finished(output: str, files: Iterable[str]) -> set[str]:
     return {f for f in files if marker_name(f) in names}
 
 
-def mark_done(output: str, file: str, counts: Mapping[str, int]) -> None:
-    """Record that every row of `file` is written, with its counts (read, kept, ...).
-    Written under a temporary name and moved into place: a marker that exists is whole."""
+def mark_done(
+    output: str,
+    file: str,
+    counts: Mapping[str, int],
+    *,
+    read_by_file: Mapping[str, int] | None = None,
+) -> None:
+    """Record that every row of `file` is written, with its counts (read, kept, ...) and
+    the records the readers counted per input file. Written under a temporary name and
+    moved into place: a marker that exists is whole."""
     fs, folder = _folder(output)
     fs.create_dir(folder, recursive=True)
     marker = {"file": public_uri(file), "counts": dict(counts), "finished_at": time.time()}
+    if read_by_file is not None:
+        marker["read_by_file"] = {public_uri(f): n for f, n in read_by_file.items()}
     name = marker_name(file)
     temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(temporary) as f:
@@ -54,12 +64,24 @@ def mark_done(output: str, file: str, counts: Mapping[str, int]) -> None:
 
 def done_counts(output: str, files: Iterable[str]) -> dict[str, dict[str, int]]:
     """file -> the counts its marker holds, for each of `files` that is finished."""
+    return {file: marker["counts"] for file, marker in _markers(output, files).items()}
+
+
+def read_by_file(output: str, files: Iterable[str]) -> dict[str, int]:
+    """Input file -> records read, over the markers of the finished `files`."""
+    out: dict[str, int] = {}
+    for marker in _markers(output, files).values():
+        out.update(marker.get("read_by_file", {}))
+    return dict(sorted(out.items()))
+
+
+def _markers(output: str, files: Iterable[str]) -> dict[str, dict[str, Any]]:
     fs, folder = _folder(output)
-    counts = {}
+    markers = {}
     for file in sorted(finished(output, files)):
         with fs.open_input_stream(f"{folder}/{marker_name(file)}") as f:
-            counts[file] = json.loads(bytes(f.read()).decode("utf-8"))["counts"]
-    return counts
+            markers[file] = json.loads(bytes(f.read()).decode("utf-8"))
+    return markers
 
 
 def _folder(output: str) -> tuple[pafs.FileSystem, str]:

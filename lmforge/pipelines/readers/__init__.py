@@ -13,8 +13,9 @@ on the Hugging Face Hub).
 from lmforge.pipelines.readers.datasource import read_rows, record_files
 from lmforge.pipelines.readers.discovery import expand, public_uri, split_hf
 from lmforge.pipelines.readers.formats import arrow_rows, parquet_rows, parse_file
+from lmforge.pipelines.readers.tally import ReadTally
 
 __all__ = [
-    "arrow_rows", "expand", "parquet_rows", "parse_file", "public_uri", "read_rows",
+    "ReadTally", "arrow_rows", "expand", "parquet_rows", "parse_file", "public_uri", "read_rows",
     "record_files", "split_hf",
 ]  # fmt: skip
