@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import zstandard
@@ -278,3 +279,37 @@ def test_progress_markers(tmp_path: Path) -> None:
     assert marker["file"] == "s3://b/c.jsonl"  # no credentials written down
     resume.mark_done(out, files[0], {"read": 3})  # marking again replaces the marker
     assert resume.done_counts(out, files[:1]) == {files[0]: {"read": 3}}
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_stage_writes_its_outputs_to_s3(s3: str, tmp_path: Path) -> None:
+    """filter-synthetic with `--output s3://...`: every fate, the manifest and the JSONL
+    land on the object store from Ray's tasks, and the counts read back reconcile."""
+    from lmforge.jobs import filter_synthetic
+    from lmforge.jobs.recipe import load_recipe
+    from lmforge.pipelines.outputs import parquet_dataset
+    from lmforge.platform import storage
+
+    query = f"endpoint_override={s3}&scheme=http"  # the workers have no endpoint setting
+    output = f"s3://corpus/stages/synthetic?{query}"
+    recipe = load_recipe(
+        None,
+        stage="filter-synthetic",
+        input=["builtin:synthetic-examples"],
+        output=output,
+        overrides=[f"workdir={tmp_path}"],
+    )
+    filter_synthetic.run(recipe)
+    manifest = storage.read_manifest(output)
+    assert manifest is not None
+    counts = manifest["counts"]
+    assert counts["read"] == 49 == counts["kept"] + counts["dropped"] + counts["quarantined"]
+    for fate in ("kept", "dropped"):
+        dataset = parquet_dataset(storage.join(output, fate))
+        assert dataset is not None and dataset.count_rows() == counts[fate]
+    fs, path = storage.filesystem(storage.join(output, "kept"))
+    names = [i.path for i in fs.get_file_info(pafs.FileSelector(path))]
+    jsonl = [n for n in names if n.endswith(".jsonl")]
+    lines = [x for n in jsonl for x in fs.open_input_stream(n).read().decode().splitlines()]
+    assert len(lines) == counts["kept"]
+    assert all(json.loads(x)["messages"] for x in lines)

@@ -206,13 +206,28 @@ def test_config_rejects_impossible_values(tmp_path: Path) -> None:
         ScoringConfig(model=str(tmp_path), batch_size=0)
 
 
+@pytest.mark.parametrize("where", ["folder", "registry"])
 @pytest.mark.usefixtures("ray_local")
 def test_filter_synthetic_stage_scores_with_the_recipes_model(
-    model_dir: str, tmp_path: Path
+    model_dir: str, tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """`synthetic.scoring` in a recipe: the stage drops what the model finds unlikely."""
+    """`synthetic.scoring` in a recipe: the stage drops what the model finds unlikely; the
+    model is a local folder, or `models:/NAME@ALIAS` registered on an MLflow server."""
     from lmforge.jobs import filter_synthetic
     from lmforge.jobs.recipe import load_recipe
+
+    tracking_uri, model = f"sqlite:///{tmp_path}/m.db", model_dir
+    if where == "registry":
+        import mlflow
+
+        from lmforge.platform import registry
+
+        tracking_uri = request.getfixturevalue("mlflow_server")
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment("scoring-registry")  # not the experiment an earlier store had
+        with mlflow.start_run():
+            model = registry.register(model_dir, name="scorer", alias="candidate").model_uri
+        assert model == "models:/scorer@candidate"
 
     chats = {  # two prompts: the same one twice would be a duplicate prompt
         "fluent": conversation(FLUENT, "Tell me something."),
@@ -231,9 +246,9 @@ def test_filter_synthetic_stage_scores_with_the_recipes_model(
         output=str(tmp_path / "out"),
         overrides=[
             f"workdir={tmp_path / 'work'}",
-            f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db",
+            f"mlflow.tracking_uri={tracking_uri}",
             'synthetic.filters.enabled=["malformed_turns"]',  # scoring alone decides
-            f"synthetic.scoring.model={model_dir}",
+            f"synthetic.scoring.model={model}",
             f"synthetic.scoring.max_perplexity={threshold}",
         ],
     )

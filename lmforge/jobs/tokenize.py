@@ -79,11 +79,11 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         tracking.log_dict(manifest, "manifest.json")
         tracking.log_artifact(tok_dir, "tokenizer")
         tracking.set_tags({"lmforge.output": output})
-    if counts["train"]["sequences"] == 0:
-        raise RuntimeError(
-            f"tokenize: no training sequence of {cfg.seq_len} tokens could be packed from "
-            f"{n_docs} documents; lower tokenize.seq_len or add data"
-        )
+        if counts["train"]["sequences"] == 0:  # raised inside the run: it is marked FAILED
+            raise RuntimeError(
+                f"tokenize: no training sequence of {cfg.seq_len} tokens could be packed from "
+                f"{n_docs} documents; lower tokenize.seq_len or add data"
+            )
     return StageResult("tokenize", run_id, output, metrics, {"manifest": manifest})
 
 

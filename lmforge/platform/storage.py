@@ -42,7 +42,9 @@ def exists(uri: str) -> bool:
 
 
 def join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *parts])
+    """`uri/part/...`; a URI's query (`?endpoint_override=...`) stays at the end."""
+    base, sep, query = uri.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
 def write_text(uri: str, text: str) -> None:

@@ -103,7 +103,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_it = batches(ray.train.get_dataset_shard("train"), p.micro_batch_size, repeat=True)
     tokens_per_step = p.micro_batch_size * cfg.seq_len * p.grad_accum_steps * world
-    t_last, tokens_seen = time.perf_counter(), step * tokens_per_step
+    t_last, tokens_seen = time.perf_counter(), step * tokens_per_step  # resumed: as planned
+    fed = 0  # tokens this rank fed to the model since the last log line, counted
     latest: dict[str, float] = {}  # the last value of each metric, sent with the export
 
     # 3) the loop
@@ -112,22 +113,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss_sum = 0.0
         for _ in range(p.grad_accum_steps):
             x = next(train_it).to(device)  # (B, T)
+            fed += x.numel()
             loss = engine(input_ids=x, labels=x).loss  # HF shifts labels inside
             engine.backward(loss)
             engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
             loss_sum += loss.item()
         step += 1
-        tokens_seen += tokens_per_step
         metrics: dict[str, float] = {}
 
         if step % p.log_every == 0 or step == p.max_steps:
             dt = time.perf_counter() - t_last
-            n_steps = p.log_every if step % p.log_every == 0 else step % p.log_every
+            fed_all = _sum_over_ranks(fed, device)  # every rank logs at this step: a collective
+            tokens_seen, fed = tokens_seen + fed_all, 0
             metrics |= {
                 "train_loss": loss_sum / p.grad_accum_steps,
                 "lr": engine.get_lr()[0],
                 "tokens": tokens_seen,
-                "tokens_per_s": n_steps * tokens_per_step / dt,
+                "tokens_per_s": fed_all / dt,
             }
             t_last = time.perf_counter()
         if step % p.eval_every == 0 or step == p.max_steps:
@@ -145,9 +147,34 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         elif metrics:
             ray.train.report(metrics)
 
-    # 4) export the final weights in Hugging Face format, written by rank 0 only
+    # 4) export the final weights in Hugging Face format, written by rank 0 only, with
+    # the loss of the trained weights on a fixed probe, which the export must reproduce.
     # Ray Train keeps the metrics of checkpointed reports only: the export carries them all
+    latest["probe_loss"] = probe_loss(engine, model.config.vocab_size, cfg.seq_len, device)
     _export_hf(engine, model, cfg, rank, {**latest, "step": step, "checkpoint_kind": 1.0})
+
+
+def _sum_over_ranks(n: int, device: torch.device) -> int:
+    import torch.distributed as dist
+
+    t = torch.tensor([n], dtype=torch.int64, device=device)  # NCCL reduces GPU tensors
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return int(t.item())
+
+
+def probe_ids(vocab_size: int, seq_len: int) -> torch.Tensor:
+    """(1, seq_len) token ids that do not depend on the data: 0, 7, 14, ... mod vocab."""
+    return (torch.arange(seq_len, dtype=torch.int64) * 7 % vocab_size).unsqueeze(0)
+
+
+def probe_loss(engine: Any, vocab_size: int, seq_len: int, device: torch.device) -> float:
+    """The engine's loss on `probe_ids`: a fingerprint of the trained weights that a
+    loaded export must reproduce. Every rank calls it (ZeRO-3's forward is a collective)."""
+    engine.eval()
+    x = probe_ids(vocab_size, seq_len).to(device)
+    with torch.no_grad():
+        return float(engine(input_ids=x, labels=x).loss.item())
 
 
 def evaluate(engine: Any, p: PretrainConfig, device: torch.device) -> float:
@@ -165,7 +192,7 @@ def evaluate(engine: Any, p: PretrainConfig, device: torch.device) -> float:
                     break
                 total += engine(input_ids=x.to(device), labels=x.to(device)).loss.item()
                 count += 1
-    t = torch.tensor([float(total), float(count)], dtype=torch.float64)
+    t = torch.tensor([float(total), float(count)], dtype=torch.float64, device=device)
     if dist.is_initialized():
         dist.all_reduce(t)  # every rank joins, even one whose shard was empty
     return float(t[0] / t[1]) if t[1] > 0 else float("nan")

@@ -10,6 +10,8 @@ rank 0 logs into the run it is given, and the caller logs what `fit` returns.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,9 +61,6 @@ def fit(
     run_id: str,
 ) -> tuple[str, dict[str, float]]:
     """Train; returns (the exported model folder, the final metrics)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     datasets = {"train": _read_split(tokens, "train")}
     if p.has_val:
         datasets["val"] = _read_split(tokens, "val")
@@ -82,6 +81,28 @@ def fit(
         tracking_uri=tracking_uri,
         run_id=run_id,
     )
+    # Ray Train takes over SIGINT for the run ("gracefully aborting") and leaves its
+    # handler behind: Ctrl-C would then never stop a `lmforge run` that serves afterwards
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        result = _run_trainer(cfg, loop, datasets, output=output, run_id=run_id)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, sigint)
+    model_dir = storage.join(output, "model")
+    storage.remove(model_dir)
+    if result.checkpoint is None:
+        raise RuntimeError("pretrain: training ended without the final model checkpoint")
+    result.checkpoint.to_directory(model_dir)
+    return model_dir, _final_metrics(result)
+
+
+def _run_trainer(
+    cfg: PretrainConfig, loop: LoopConfig, datasets: dict[str, Any], *, output: str, run_id: str
+) -> Any:
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(loop),
@@ -99,13 +120,7 @@ def fit(
         ),  # type: ignore[call-arg]  # mypy sees Train V1's RunConfig; V2 runs
         datasets=datasets,
     )
-    result = trainer.fit()
-    model_dir = storage.join(output, "model")
-    storage.remove(model_dir)
-    if result.checkpoint is None:
-        raise RuntimeError("pretrain: training ended without the final model checkpoint")
-    result.checkpoint.to_directory(model_dir)
-    return model_dir, _final_metrics(result)
+    return trainer.fit()
 
 
 def _read_split(tokens: str, split: str) -> Any:
@@ -135,7 +150,7 @@ def _final_metrics(result: Any) -> dict[str, float]:
     """The last value of each training metric, which the final (export) report carries."""
     m = result.metrics or {}
     out: dict[str, float] = {"steps": float(m.get("step", 0))}
-    for key in ("train_loss", "val_loss", "tokens", "tokens_per_s"):
+    for key in ("train_loss", "val_loss", "probe_loss", "tokens", "tokens_per_s"):
         if key in m:
             out[f"final_{key}"] = float(m[key])
     return out
