@@ -161,14 +161,40 @@ def _num(x: float) -> str:
     return f"{x:.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
-def result(name: str, lmforge: float, baseline: float, unit: str, *, agree: bool) -> int:
-    """Print the closing RESULT line; returns the exit status (1 when the two disagree)."""
+def result(
+    name: str,
+    lmforge: float,
+    baseline: float,
+    unit: str,
+    *,
+    agree: bool,
+    goal: float | None = None,
+    lower_is_better: bool = False,
+) -> int:
+    """Print the closing RESULT line; returns the exit status (1 when the two disagree).
+
+    goal: the ratio lmforge aims at (at least, or at most with lower_is_better). Missing
+    it is printed, plainly, but is no failure: speed moves with the machine, agreement
+    does not.
+    """
     ratio = lmforge / baseline if baseline else float("nan")
+    tail = ""
+    met = True
+    if goal is not None:
+        op = "<=" if lower_is_better else ">="
+        met = ratio <= goal if lower_is_better else ratio >= goal  # False when ratio is nan
+        tail = f", goal=ratio{op}{goal:g} {'met' if met else 'MISSED'}"
     print(
         f"RESULT {name}: lmforge={_num(lmforge)} {unit}, baseline={_num(baseline)} {unit}, "
-        f"ratio={ratio:.3g}",
+        f"ratio={ratio:.3g}{tail}",
         flush=True,
     )
+    if not met:
+        print(
+            f"{name}: speed goal MISSED: ratio {ratio:.3g}, goal {op} {goal:g} "
+            "(reported, not an exit failure)",
+            flush=True,
+        )
     if not agree:
         print(f"{name}: lmforge and the baseline DISAGREE (see above)", file=sys.stderr)
     return 0 if agree else 1
@@ -222,6 +248,60 @@ def compare_fates(lm: Fates, base: Fates) -> list[str]:
     notes += [f"{i}: lmforge {lm[i]}, baseline {base[i]}" for i in differ[:5]]
     if differ:
         notes.append(f"{len(differ)} records with a different fate")
+    return notes
+
+
+Kept = dict[str, tuple[Any, ...]]  # record id -> the kept row's compared columns
+
+
+def _comparable(value: Any) -> Any:
+    """A column value as plain, comparable data (lists of structs from Parquet and the
+    baseline's lists of dicts alike)."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return value
+
+
+def kept_of_output(out: Path, columns: Sequence[str] = ("text",)) -> Kept:
+    """The compared columns of every kept row in a stage output folder written by lmforge."""
+    from lmforge.pipelines.outputs import parquet_dataset
+
+    ds = parquet_dataset(str(out / "kept"))
+    rows = ds.to_table(columns=["id", *columns]).to_pylist() if ds is not None else []
+    return {r["id"]: tuple(_comparable(r[c]) for c in columns) for r in rows}
+
+
+def kept_of_rows(rows: list[dict[str, Any]], columns: Sequence[str] = ("text",)) -> Kept:
+    return {r["id"]: tuple(_comparable(r[c]) for c in columns) for r in rows if r["fate"] == "kept"}
+
+
+def first_difference(
+    a: Any, b: Any, width: int = 60, names: tuple[str, str] = ("lmforge", "baseline")
+) -> str:
+    """Where two values first differ, with a little of each around that place."""
+    a, b = str(a), str(b)
+    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    lo = max(0, i - width // 2)
+    return (
+        f"first differ at character {i} (lengths {len(a)} vs {len(b)}): "
+        f"{names[0]} {a[lo : i + width]!r}, {names[1]} {b[lo : i + width]!r}"
+    )
+
+
+def compare_kept(lm: Kept, base: Kept, columns: Sequence[str] = ("text",)) -> list[str]:
+    """What differs between the kept rows of two runs, record by record (empty: the same
+    ids were kept, each with the same columns). Lists the first five differences."""
+    notes = []
+    if set(lm) != set(base):
+        notes.append(f"kept only by lmforge: {sorted(set(lm) - set(base))[:5]}")
+        notes.append(f"kept only by the baseline: {sorted(set(base) - set(lm))[:5]}")
+    differ = sorted(i for i in set(lm) & set(base) if lm[i] != base[i])
+    for i in differ[:5]:
+        for col, a, b in zip(columns, lm[i], base[i], strict=True):
+            if a != b:
+                notes.append(f"{i}: kept {col} differs, {first_difference(a, b)}")
+    if differ:
+        notes.append(f"{len(differ)} kept records with a different {'/'.join(columns)}")
     return notes
 
 

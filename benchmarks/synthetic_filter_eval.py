@@ -1,7 +1,14 @@
 """filter-synthetic quality: plant known defects into copies of real GPT-4 records, run the
-stage, and measure recall per defect type and the drop rate on untouched records.
+stage, and measure recall per defect type and the drop rate on untouched records; then the
+same on held-out records the filters were not written against.
 
     python benchmarks/synthetic_filter_eval.py [--per-type 120] [--seed 7] [--direct]
+        [--heldout FILE.jsonl | --no-heldout]
+
+IN-SAMPLE. The first evaluation is in-sample: the filters were tuned on these GPTeacher
+records, and the phrasings planted below are the kind the filters' phrase lists and unit
+tests were written from. Its figures say the filters do what they were built to do, not how
+they do on data they have not seen.
 
 Input: GPTeacher role-play (`../shared/data/synthetic/gpteacher_roleplay_gpt4.json`, 1,923
 real GPT-4 records). A random `--per-type` records per defect type are copied and changed;
@@ -21,7 +28,22 @@ the rest stay untouched; every record appears once. Defect types, each in severa
 
 A planted record counts as caught when it is dropped for its type's reason; untouched
 records should be kept. Prints recall per type and form, false drops with their reasons,
-records per second per core, and the measured figures as a RESULT line.
+records per second per core, and the measured figures as a RESULT line. In-sample goals:
+recall >= 0.95 for every type and at most 3% of untouched records dropped; the exit status
+is 1 when either is missed.
+
+HELD-OUT. `benchmarks/heldout/make_synthetic_heldout.py` makes, at run time, records written
+apart from the filters (see benchmarks/heldout/README.md): answers taken from the Debian FAQ
+(../shared/data, never copied into the repository) and from
+docstrings of installed Python packages, some kept clean, the others given a refusal, an AI
+disclaimer, another vendor's identity claim, a truncation or a repetition loop, each phrased
+anew. Each record's `planted` field names its defect ("clean" for none); only the
+conversation goes to the stage, in a run of its own with near-duplicate prompts off (the
+set measures the per-conversation filters, and its docstring questions share a few
+templates, so MinHash would pair them). Printed apart, labelled held-out: recall per
+defect type and form, and the share of clean records dropped. They have no goal and never
+fail the run; a warning is printed when they are very low (recall over all planted
+held-out records below 0.5, or more than 20% of the clean ones dropped).
 
 --direct runs the per-conversation filters and decontamination in this process (no Ray, no
 dedup): a quick loop while tuning, not the figure to report.
@@ -35,6 +57,8 @@ import gzip
 import json
 import random
 import re
+import subprocess
+import sys
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -45,6 +69,11 @@ import harness
 GPTEACHER = "synthetic/gpteacher_roleplay_gpt4.json"
 EVALS = ("evals/gsm8k_test.jsonl", "evals/mmlu_test_all.csv", "evals/HumanEval.jsonl.gz")
 CORPUS = "corpus/debian_docs_en_ja_de.jsonl"
+# builds the held-out records at run time: their clean answers are Debian FAQ sections of
+# ../shared/data and installed docstrings, which the repository must not hold copies of
+HELDOUT_MAKER = Path(__file__).resolve().parent / "heldout" / "make_synthetic_heldout.py"
+RECALL_GOAL, DROP_GOAL = 0.95, 0.03  # in-sample: every type's recall, untouched drop rate
+HELDOUT_WARN_RECALL, HELDOUT_WARN_DROPS = 0.5, 0.2  # held-out: warn below / above these
 EXPECTED = {  # defect type -> the reason prefixes that count as caught
     "refusal": ("synthetic_filter/refusal",),
     "identity": ("synthetic_filter/identity",),
@@ -52,6 +81,13 @@ EXPECTED = {  # defect type -> the reason prefixes that count as caught
     "loop": ("synthetic_filter/repetition",),
     "language": ("synthetic_filter/language_mismatch",),
     "eval_item": ("decontam/",),
+}
+EXPECTED_HELDOUT = {
+    "refusal": ("synthetic_filter/refusal",),
+    "disclaimer": ("synthetic_filter/refusal",),  # refusal/disclaimer, refusal/cutoff
+    "identity": ("synthetic_filter/identity",),
+    "truncation": ("synthetic_filter/truncated",),
+    "loop": ("synthetic_filter/repetition",),
 }
 
 REFUSALS = [  # (text, replaces the answer?) -- phrasings from FastChat/GPT4-LLM-Cleaned lists
@@ -274,14 +310,16 @@ def fates_direct(path: Path) -> dict[str, str | None]:
     return out
 
 
-def fates_stage(tmp: Path, path: Path) -> tuple[dict[str, str | None], float]:
+def fates_stage(
+    tmp: Path, path: Path, name: str = "out", *sets: str
+) -> tuple[dict[str, str | None], float]:
     from lmforge.jobs import filter_synthetic
 
-    out = tmp / "out"
+    out = tmp / name
     r = harness.recipe(
         tmp, "filter-synthetic", [str(path)], str(out),
         f"synthetic.decontam.eval_sets={json.dumps([str(harness.shared_data(e)) for e in EVALS])}",
-        "synthetic.report=false",
+        "synthetic.report=false", *sets,
     )  # fmt: skip
     harness.prepare_mlflow(r)
     sw = harness.Stopwatch()
@@ -291,12 +329,111 @@ def fates_stage(tmp: Path, path: Path) -> tuple[dict[str, str | None], float]:
     return {i: (None if f == "kept" else d) for i, (f, d) in fates.items()}, sw["run"]
 
 
+def load_heldout(src: Path, path: Path) -> tuple[dict[str, tuple[str, str]], dict[str, Any]]:
+    """Writes the held-out conversations (their labels left out) to `path`; returns
+    {id: (planted, form)} and the records by id."""
+    records = [json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip()]
+    with path.open("w", encoding="utf-8") as out:
+        for r in records:
+            conv = {k: r[k] for k in ("id", "instruction", "input", "response")}
+            out.write(json.dumps(conv, ensure_ascii=False) + "\n")
+    return {r["id"]: (r["planted"], r["form"]) for r in records}, {r["id"]: r for r in records}
+
+
+def recall_table(
+    planted: dict[str, tuple[str, str]],
+    fates: dict[str, str | None],
+    expected: dict[str, tuple[str, ...]],
+) -> tuple[list[tuple[str, ...]], dict[str, float], dict[str, Counter[str]], dict[str, list[str]]]:
+    """Rows of the recall table, recall per type, other outcomes and misses per type."""
+    caught: Counter[tuple[str, str]] = Counter()
+    total: Counter[tuple[str, str]] = Counter()
+    other: dict[str, Counter[str]] = defaultdict(Counter)
+    misses: dict[str, list[str]] = defaultdict(list)
+    for rid, (kind, form) in planted.items():
+        reason = fates[rid]
+        total[(kind, form)] += 1
+        if reason is not None and reason.startswith(expected[kind]):
+            caught[(kind, form)] += 1
+        else:
+            other[kind][reason or "kept"] += 1
+            misses[kind].append(rid)
+    rows, recalls = [], {}
+    for kind in expected:
+        forms = sorted(f for k, f in total if k == kind)
+        t = sum(total[(kind, f)] for f in forms)
+        c = sum(caught[(kind, f)] for f in forms)
+        recalls[kind] = c / t if t else float("nan")
+        detail = ", ".join(f"{f} {caught[(kind, f)]}/{total[(kind, f)]}" for f in forms)
+        rows.append((kind, str(t), str(c), f"{recalls[kind]:.3f}", detail))
+    return rows, recalls, other, misses
+
+
+def _planted_part(record: dict[str, Any], kind: str) -> str:
+    """Where a held-out defect sits: a phrase opens the answer or follows its first
+    paragraph; a truncation or loop is at its end."""
+    answer = record["response"]
+    if kind not in ("refusal", "disclaimer", "identity"):
+        return answer[-160:]
+    paragraphs = answer.split("\n\n")
+    return paragraphs[1][:160] if record["form"] == "mid" and len(paragraphs) > 1 else answer[:160]
+
+
+def report_heldout(
+    planted: dict[str, tuple[str, str]],
+    records: dict[str, Any],
+    fates: dict[str, str | None],
+    show: int,
+) -> bool:
+    """Print the held-out figures; returns False when they are very low (a warning only)."""
+    defects = {i: kf for i, kf in planted.items() if kf[0] != "clean"}
+    clean = [i for i, (k, _) in planted.items() if k == "clean"]
+    print(f"\nHELD-OUT (records written apart from the filters, {HELDOUT_MAKER.name}):")
+    rows, recalls, other, misses = recall_table(defects, fates, EXPECTED_HELDOUT)
+    harness.table(rows, ("held-out defect", "planted", "caught", "recall", "by form"))
+    n_caught = sum(
+        1 for i, (k, _) in defects.items() if (fates[i] or "").startswith(EXPECTED_HELDOUT[k])
+    )
+    any_drop = sum(1 for i in defects if fates[i] is not None)
+    overall = n_caught / len(defects) if defects else float("nan")
+    false_drops = Counter(fates[i] for i in clean if fates[i] is not None)
+    n_false = sum(false_drops.values())
+    rate = n_false / len(clean) if clean else float("nan")
+    print(
+        f"held-out: recall over all {len(defects)} planted {overall:.3f} ({n_caught} caught for "
+        f"their type's reason, {any_drop} dropped for any reason); clean records: "
+        f"{len(clean)}, dropped {n_false} ({rate:.2%}): {dict(false_drops)}"
+    )
+    for kind, counter in other.items():
+        print(f"held-out missed {kind}: {dict(counter)}")
+        for rid in misses[kind][:show]:
+            print(f"   {rid} ({planted[rid][1]}): {_planted_part(records[rid], kind)!r}")
+    for rid in [i for i in clean if fates[i] is not None][: show * 3]:
+        print(
+            f"held-out false drop {rid} ({fates[rid]}, from {records[rid]['from']}): "
+            f"{records[rid]['response'][-160:]!r}"
+        )
+    ok = bool(overall >= HELDOUT_WARN_RECALL and rate <= HELDOUT_WARN_DROPS)  # nan: not ok
+    worst = min(recalls.values()) if recalls else float("nan")
+    print(
+        f"RESULT synthetic_filter_eval held-out (no goal): recall={overall:.3f} "
+        f"min_recall_per_type={worst:.3f} clean_drop_rate={rate:.4f} "
+        f"very_low={not ok} (recall < {HELDOUT_WARN_RECALL} or clean drops > "
+        f"{HELDOUT_WARN_DROPS:.0%}; a warning, not an exit failure)"
+    )
+    return ok
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-type", type=int, default=120, help="planted records per defect type")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--direct", action="store_true", help="no Ray: filters in this process")
     ap.add_argument("--show", type=int, default=5, help="misses and false drops to print per type")
+    ap.add_argument(
+        "--heldout", type=Path, default=None, help="held-out records (JSONL; default: made now)"
+    )
+    ap.add_argument("--no-heldout", action="store_true", help="skip the held-out evaluation")
     args = ap.parse_args()
     if harness.shared_data(GPTEACHER) is None:
         print("../shared/data is absent: this benchmark needs the real GPT-4 records")
@@ -307,39 +444,39 @@ def main() -> int:
         path = tmp / "planted.jsonl"
         planted, n = make_input(path, args.per_type, args.seed)
         records = {json.loads(x)["id"]: json.loads(x) for x in path.read_text().splitlines()}
+        held: tuple[dict[str, tuple[str, str]], dict[str, Any]] | None = None
+        if not args.no_heldout:
+            source = args.heldout
+            if source is None:
+                source = tmp / "heldout-source.jsonl"
+                subprocess.run([sys.executable, str(HELDOUT_MAKER), str(source)], check=True)
+            held = load_heldout(source, tmp / "heldout.jsonl")
         if args.direct:
             fates, seconds = fates_direct(path), 0.0
+            held_fates = fates_direct(tmp / "heldout.jsonl") if held else {}
         else:
             harness.start_ray()
             try:
                 fates, seconds = fates_stage(tmp, path)
+                held_fates = (
+                    fates_stage(
+                        tmp,
+                        tmp / "heldout.jsonl",
+                        "out-heldout",
+                        "synthetic.near_dedup.enabled=false",
+                    )[0]
+                    if held
+                    else {}
+                )
             finally:
                 harness.stop_ray()
 
-    caught: Counter[tuple[str, str]] = Counter()
-    total: Counter[tuple[str, str]] = Counter()
-    other: dict[str, Counter[str]] = defaultdict(Counter)
-    misses: dict[str, list[str]] = defaultdict(list)
-    for rid, (kind, form) in planted.items():
-        reason = fates[rid]
-        total[(kind, form)] += 1
-        if reason is not None and reason.startswith(EXPECTED[kind]):
-            caught[(kind, form)] += 1
-        else:
-            other[kind][reason or "kept"] += 1
-            misses[kind].append(rid)
+    print("IN-SAMPLE (the GPTeacher records the filters were tuned on, planted with phrasings")
+    print("like those their phrase lists and unit tests were written from):")
+    rows, recalls, other, misses = recall_table(planted, fates, EXPECTED)
+    harness.table(rows, ("in-sample defect", "planted", "caught", "recall", "by form"))
     untouched = [i for i in fates if i not in planted]
     false_drops = Counter(fates[i] for i in untouched if fates[i] is not None)
-
-    rows, recalls = [], {}
-    for kind in EXPECTED:
-        forms = sorted(f for k, f in total if k == kind)
-        t = sum(total[(kind, f)] for f in forms)
-        c = sum(caught[(kind, f)] for f in forms)
-        recalls[kind] = c / t if t else float("nan")
-        detail = ", ".join(f"{f} {caught[(kind, f)]}/{total[(kind, f)]}" for f in forms)
-        rows.append((kind, str(t), str(c), f"{recalls[kind]:.3f}", detail))
-    harness.table(rows, ("defect", "planted", "caught", "recall", "by form"))
     n_false = sum(false_drops.values())
     rate = n_false / len(untouched)
     print(
@@ -356,10 +493,18 @@ def main() -> int:
         print(f"stage: {n} records in {seconds:.1f} s = {n / seconds / cores:.0f} records/s/core "
               f"({cores} cores, Ray startup excluded)")  # fmt: skip
     worst = min(recalls.values())
-    ok = worst >= 0.95 and rate <= 0.03
-    print(f"RESULT synthetic_filter_eval min_recall={worst:.3f} untouched_drop_rate={rate:.4f} "
-          f"goals_met={ok}")  # fmt: skip
-    return 0
+    ok = bool(worst >= RECALL_GOAL and rate <= DROP_GOAL)  # nan recall: not met
+    print(f"RESULT synthetic_filter_eval in-sample: min_recall={worst:.3f} (goal >= {RECALL_GOAL}) "
+          f"untouched_drop_rate={rate:.4f} (goal <= {DROP_GOAL}) goals_met={ok}")  # fmt: skip
+    if held and not report_heldout(*held, held_fates, args.show):
+        print(
+            "synthetic_filter_eval: WARNING held-out figures very low: the filters do much "
+            "worse on material they were not written against (not an exit failure)",
+            file=sys.stderr,
+        )
+    if not ok:
+        print("synthetic_filter_eval: in-sample quality goals MISSED", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
