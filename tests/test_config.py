@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from lmforge.jobs.command import with_eval_sets
 from lmforge.jobs.recipe import load_recipe
 from lmforge.platform.config import ConfigError
 from lmforge.train.presets import PRESETS, estimate
@@ -61,24 +63,120 @@ def test_bad_fields_are_named(overrides: list[str], message: str) -> None:
         load_recipe(ROOT / "configs" / "demo.yaml", overrides=overrides)
 
 
+def test_eval_set_is_appended_to_the_recipes_list(tmp_path: Path) -> None:
+    """`--eval-set B` adds B to the recipe's `curate.decontam.eval_sets` (A stays), and to
+    what a `--set` of that list put there: the flag never replaces the recipe's sets."""
+    a, b, c = (str(tmp_path / f"{n}.jsonl") for n in "abc")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"curate:\n  min_chars: 50\n  decontam:\n    eval_sets: [{a}]\n")
+
+    sets = with_eval_sets("curate", recipe, ["curate.min_chars=60"], [b])
+    final = load_recipe(recipe, overrides=sets)
+    assert final.curate.decontam.eval_sets == [a, b]
+    assert final.curate.min_chars == 60  # the other --set still applies
+    assert final.synthetic.decontam.eval_sets == []  # another stage's list is not touched
+
+    sets = with_eval_sets("curate", recipe, [f"curate.decontam.eval_sets=[{c}]"], [b])
+    assert load_recipe(recipe, overrides=sets).curate.decontam.eval_sets == [c, b]
+    sets = with_eval_sets("filter-synthetic", recipe, [], [b, c])
+    final = load_recipe(recipe, overrides=sets)
+    assert final.synthetic.decontam.eval_sets == [b, c]
+    assert final.curate.decontam.eval_sets == [a]
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    "args",
     [
-        (["curate", "--input", "/nonexistent/corpus.jsonl", "--output", "OUT"], "input not found"),
-        (["pretrain", "--set", "pretrain.max_steps=lots"], "config field 'pretrain.max_steps'"),
-        (["pretrain", "--set", "pretrain.preset=gpt5"], "unknown preset 'gpt5'"),
-        (["tokenize", "--config", "missing.yaml"], "config file not found"),
+        ["--vocab-size", "32000", "--gpus", "8"],  # the defaults, spelled out
+        ["--vocab-size", "128256", "--gpus", "2"],
     ],
+    ids=["defaults", "llama3-vocab-2-gpus"],
 )
-def test_cli_fails_in_one_line_before_ray(tmp_path: Path, args: list[str], message: str) -> None:
-    args = [a.replace("OUT", str(tmp_path / "out")) for a in args]
+def test_presets_lists_every_preset_with_its_sizing(tmp_path: Path, args: list[str]) -> None:
+    """`lmforge presets` prints one row per preset of PRESETS, in order, with the parameter
+    count and the per-GPU GiB of ZeRO-0..3 that `estimate` gives for those options."""
+    vocab_size, gpus = int(args[1]), int(args[3])
     proc = subprocess.run(
-        [*lmforge_cmd(), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [*lmforge_cmd(), "presets", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    header, columns, *rows = proc.stdout.splitlines()
+    assert f"on {gpus} GPUs" in header
+    assert columns.split() == ["ZeRO-0", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
+    printed = {}
+    for row in rows:
+        m = re.fullmatch(r"(\S+) +([\d.]+)B((?: +[\d.]+){4})", row)
+        assert m is not None, row
+        printed[m[1]] = (m[2], m[3].split())
+    assert list(printed) == list(PRESETS)
+    for name, preset in PRESETS.items():
+        s = estimate(preset, vocab_size=vocab_size, num_gpus=gpus)
+        gib = [f"{s.bytes_per_gpu[z] / 2**30:.1f}" for z in range(4)]
+        assert printed[name] == (f"{s.params / 1e9:.3f}", gib), name
+
+
+# Files each case needs, made under `given/` before the command runs.
+PICKLE_ONLY = {"pickle-model/config.json": "{}", "pickle-model/pytorch_model.bin": "not opened"}
+EVAL_RECIPE = {
+    "corpus.jsonl": '{"id": "d1", "text": "a document"}\n',
+    "eval-a.jsonl": '{"question": "What is two plus two, written out?", "answer": "4"}\n',
+    "recipe.yaml": "curate:\n  decontam:\n    eval_sets: [GIVEN/eval-a.jsonl]\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "given", "message"),
+    [
+        (["curate", "--input", "/nonexistent/corpus.jsonl", "--output", "OUT"], {},
+         "curate.input: input not found: /nonexistent/corpus.jsonl"),
+        (["pretrain", "--set", "pretrain.max_steps=lots"], {}, "config field 'pretrain.max_steps'"),
+        (["pretrain", "--set", "pretrain.preset=gpt5"], {}, "unknown preset 'gpt5'"),
+        (["tokenize", "--config", "missing.yaml"], {}, "config file not found"),
+        (["tokenize", "--input", "GIVEN/missing.jsonl", "--output", "OUT"], {},
+         "tokenize.input: input not found: GIVEN/missing.jsonl"),
+        (["pretrain", "--input", "GIVEN/tokens", "--output", "OUT"], {"tokens/train/x": ""},
+         "pretrain.input: GIVEN/tokens has no manifest.json; run `tokenize` first"),
+        (["register", "--input", "GIVEN/model"], {"model/model.safetensors": ""},
+         "register.input: not a Hugging Face model folder (no config.json): GIVEN/model"),
+        (["serve", "--input", "GIVEN/pickle-model"], PICKLE_ONLY,
+         "serve.model: GIVEN/pickle-model holds only pickle weights (pytorch_model.bin); "
+         "lmforge loads safetensors only"),
+        (["curate", "--config", "GIVEN/recipe.yaml", "--input", "GIVEN/corpus.jsonl",
+          "--output", "OUT", "--eval-set", "GIVEN/eval-b.jsonl"], EVAL_RECIPE,
+         "curate.decontam.eval_sets: file not found: GIVEN/eval-b.jsonl"),
+    ],
+    ids=["curate-input", "pretrain-field", "pretrain-preset", "tokenize-config",
+         "tokenize-input", "pretrain-no-manifest", "register-no-config", "serve-pickle",
+         "curate-eval-set"],
+)  # fmt: skip
+def test_cli_fails_in_one_line_before_ray(
+    tmp_path: Path, args: list[str], given: dict[str, str], message: str
+) -> None:
+    """Each mistake exits 2 with one line naming the field (or stage) and the path, before
+    Ray starts and before anything is written."""
+    work, folder = tmp_path / "work", tmp_path / "given"
+    work.mkdir()
+    for name, text in given.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text.replace("GIVEN", str(folder)))
+    before = sorted(folder.rglob("*"))
+
+    def fill(a: str) -> str:
+        return a.replace("OUT", str(tmp_path / "out")).replace("GIVEN", str(folder))
+
+    proc = subprocess.run(
+        [*lmforge_cmd(), *map(fill, args)], cwd=work, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("lmforge: error: ") and message in lines[0]
+    assert lines[0].startswith("lmforge: error: ") and fill(message) in lines[0], lines[0]
     # nothing was started or written: no Ray session, no output, no MLflow store
     assert "Started a local Ray instance" not in proc.stdout + proc.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "out").exists()
+    assert sorted(folder.rglob("*")) == before

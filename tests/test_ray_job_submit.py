@@ -5,14 +5,43 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, ROOT, free_port, wait_for_http
+
+# What `ray job submit` prints (Ray 2.60) when the cluster wants a token it did not send.
+REFUSED = (
+    "ray.exceptions.AuthenticationError: Authentication required: Unauthorized: "
+    "Missing authentication token"
+)
+# The cluster's jobs, asked with the job SDK (which sends the token under RAY_AUTH_MODE).
+LIST_JOBS = """
+import json, sys
+from ray.job_submission import JobSubmissionClient
+jobs = JobSubmissionClient(sys.argv[1]).list_jobs()
+print(json.dumps({j.submission_id: {"status": j.status.value, "entrypoint": j.entrypoint,
+                  "driver_exit_code": j.driver_exit_code} for j in jobs}))
+"""
+
+
+def list_jobs(address: str, env: dict[str, str]) -> dict[str, dict]:
+    """submission id -> status, entrypoint and driver exit code of every job."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST_JOBS, address],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 @pytest.fixture
@@ -42,6 +71,9 @@ def ray_head(tmp_path: Path):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
+            # not the fixed default (52365): another Ray on this machine may hold it, and
+            # then the job agent never starts ("No available agent to submit job")
+            f"--dashboard-agent-listen-port={free_port()}",
             "--num-cpus=2",
             "--disable-usage-stats",
         ],
@@ -58,6 +90,9 @@ def ray_head(tmp_path: Path):
 
 
 def test_curate_submitted_as_a_ray_job(ray_head, tmp_path: Path) -> None:
+    """Without the token the submission is refused with Ray's authentication error and no
+    job exists; with it the job SUCCEEDED (driver exit 0) and its manifest accounts for
+    every record (30 kept, the broken line quarantined)."""
     address, env = ray_head
     corpus = tmp_path / "corpus.jsonl"
     text = "A document long enough to be kept by the curate stage of lmforge. " * 5
@@ -93,20 +128,43 @@ def test_curate_submitted_as_a_ray_job(ray_head, tmp_path: Path) -> None:
         "--set",
         "curate.minhash.enabled=false",
     ]
-    # without RAY_AUTH_MODE=token the CLI does not send the token and is refused
+    # without RAY_AUTH_MODE=token the CLI does not send the token and is refused, before
+    # any job is created
     no_mode = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
-    refused = subprocess.run(cmd, env=no_mode, capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0
-    assert "auth" in (refused.stdout + refused.stderr).lower()
+    refused = subprocess.run(
+        [*cmd[:3], "--submission-id", "lmforge-refused", *cmd[3:]],
+        env=no_mode,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 1, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert REFUSED in refused.stderr, refused.stderr[-2000:]
+    assert list_jobs(address, env) == {}
+    assert not out.exists()
 
     # the dashboard answers before the head's job agent is ready: retry only that case
-    for _ in range(30):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    for attempt in range(30):
+        job_id = f"lmforge-curate-{attempt}"
+        proc = subprocess.run(
+            [*cmd[:3], "--submission-id", job_id, *cmd[3:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if "No available agent to submit job" not in proc.stderr:
             break
         time.sleep(5)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "succeeded" in proc.stdout
+    job = list_jobs(address, env)[job_id]
+    assert job["status"] == "SUCCEEDED", job
+    assert job["driver_exit_code"] == 0, job
+    assert job["entrypoint"].startswith("python -m lmforge.jobs.curate --input "), job
+    # the CLI's own verdict, colours stripped: "... SUCC cli.py:67 -- Job '...' succeeded"
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in proc.stdout.splitlines()]
+    assert any(line.endswith(f" -- Job '{job_id}' succeeded") for line in lines), lines[-5:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"read": 31, "kept": 30, "dropped": 0, "quarantined": 1}
+    assert manifest["resumed_groups"] == 0
     assert list((out / "kept").glob("*.parquet"))

@@ -198,7 +198,66 @@ def test_streamed_completion_equals_seeded_completion(client: OpenAI) -> None:
     assert client.completions.create(**request).choices[0].text == whole.choices[0].text
     chunks = list(client.completions.create(**request, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert all(c.usage is None for c in chunks)  # no usage chunk unless asked for
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+@pytest.mark.parametrize("endpoint", [COMPLETIONS, CHAT])
+def test_streamed_usage_counts_the_generated_tokens(
+    client: OpenAI, engine: Any, tokenizer: Any, endpoint: str
+) -> None:
+    """With `stream_options.include_usage`, only the last chunk carries usage, and it has
+    no choices: prompt tokens as the tokenizer counts them, completion tokens as many as
+    were generated (counted by the same greedy generation run in this process), and their
+    sum. A stop string ends the answer early, so the count differs from `max_tokens` and
+    from the number of text chunks (the stop string's tokens count, its text is not sent).
+    """
+    max_tokens = 24
+    if endpoint == COMPLETIONS:
+        prompt = "the robot builds"
+        prompt_ids = tokenizer(prompt).input_ids
+    else:
+        messages: list[Any] = [{"role": "user", "content": "What does my friend carry?"}]
+        prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)[
+            "input_ids"
+        ]
+    # A stop string that starts where one of the free answer's deltas starts: the delta
+    # that completes it carries tokens but no text, so tokens and text chunks differ.
+    free = list(engine.generate_stream(prompt_ids, max_tokens=max_tokens, temperature=0))
+    for stop in (d.text[:3] for d in free[2:] if len(d.text) >= 3):
+        deltas = list(
+            engine.generate_stream(prompt_ids, max_tokens=max_tokens, temperature=0, stop=[stop])
+        )
+        if deltas[-1].finish_reason == "stop" and not deltas[-1].text and deltas[-1].token_ids:
+            break
+    else:
+        pytest.fail(f"no stop string ends {free} on a delta without text")
+    generated = sum(len(d.token_ids) for d in deltas)
+    request: dict[str, Any] = {
+        "model": MODEL_NAME,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stop": [stop],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if endpoint == COMPLETIONS:
+        chunks = list(client.completions.create(prompt=prompt, **request))
+        pieces = [c.choices[0].text for c in chunks[:-1]]
+    else:
+        chunks = list(client.chat.completions.create(messages=messages, **request))
+        pieces = [c.choices[0].delta.content or "" for c in chunks[:-1]]
+    *body, last = chunks
+    assert body and all(c.choices for c in body)
+    assert [c.usage for c in body] == [None] * len(body)
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.prompt_tokens == len(prompt_ids)
+    assert last.usage.completion_tokens == generated
+    assert last.usage.total_tokens == len(prompt_ids) + generated
+    assert "".join(pieces) == "".join(d.text for d in deltas)
+    # the case tells tokens from text chunks and from the requested limit
+    assert len([p for p in pieces if p]) < generated < max_tokens
 
 
 def test_stop_string_ends_generation_and_is_not_returned(client: OpenAI) -> None:

@@ -10,6 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 import lmforge
+from lmforge.pipelines.outputs import reason_key
+from lmforge.pipelines.records import DROPPED
 from lmforge.pipelines.synthetic import (
     FILTERS,
     AnswerLengthConfig,
@@ -29,6 +31,7 @@ from lmforge.pipelines.synthetic import (
     render_text,
     to_conversation,
 )
+from lmforge.pipelines.synthetic.steps import ConversationFilters
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = Path(lmforge.__file__).parent / "data" / "synthetic_examples.jsonl"
@@ -168,32 +171,55 @@ def test_empty_and_short_answers() -> None:
 # ---------------------------------------------------------------------------- refusal
 
 
+REFUSAL, DISCLAIMER, CUTOFF = "refusal", "refusal/disclaimer", "refusal/cutoff"
+
+
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "reason"),
     [
-        "I'm sorry, but I can't assist with that request.",
-        "I\u2019m sorry, but I can\u2019t help with that.",  # curly apostrophes
-        "I'm sorry, but I cannot.",
-        "I cannot fulfill this request because it describes violence.",
-        "I'm unable to provide medical advice. Please consult a doctor.",
-        "I am not able to browse the internet, but here is what I know.",
-        "It is not appropriate for me to speculate about a person's private life.",
-        "AS AN AI LANGUAGE MODEL, I cannot have opinions.",
-        "As an AI, I don't experience emotions the way people do.",
-        "I don't have personal opinions, but many critics praised the film.",
-        "My knowledge cutoff is September 2021, so I may not know recent events.",
-        "As of my last update in 2023, the population was about 8 billion.",
-        "申し訳ありませんが、そのご要望にはお応えできません。",
-        "AI言語モデルとして、私は個人的な意見を持っていません。",
+        ("I'm sorry, but I can't assist with that request.", REFUSAL),
+        ("I\u2019m sorry, but I can\u2019t help with that.", REFUSAL),  # curly apostrophes
+        ("I'm sorry, but I cannot.", REFUSAL),
+        ("I cannot fulfill this request because it describes violence.", REFUSAL),
+        ("I'm unable to provide medical advice. Please consult a doctor.", REFUSAL),
+        ("I am not able to browse the internet, but here is what I know.", REFUSAL),
+        ("It is not appropriate for me to speculate about a person's private life.", REFUSAL),
+        # a disclaimer that also refuses is counted as the disclaimer
+        ("AS AN AI LANGUAGE MODEL, I cannot have opinions.", DISCLAIMER),
+        ("As an AI, I don't experience emotions the way people do.", DISCLAIMER),
+        ("I don't have personal opinions, but many critics praised the film.", DISCLAIMER),
+        ("My knowledge cutoff is September 2021, so I may not know recent events.", CUTOFF),
+        ("As of my last update in 2023, the population was about 8 billion.", CUTOFF),
+        ("申し訳ありませんが、そのご要望にはお応えできません。", REFUSAL),
+        ("AI言語モデルとして、私は個人的な意見を持っていません。", DISCLAIMER),
         # not in the opening, but most of the answer
-        "Great question. Thanks. However, I'm sorry but I cannot help you with that at all, "
-        "since it would break the law and I do not provide assistance for such requests.",
+        ("Great question. Thanks. However, I'm sorry but I cannot help you with that at all, "
+         "since it would break the law and I do not provide assistance for such requests.",
+         REFUSAL),
+    ],
+)  # fmt: skip
+def test_refusals_are_dropped_with_their_kind(answer: str, reason: str) -> None:
+    """Each answer gets exactly its kind: a refusal, an AI disclaimer or a training-cutoff
+    remark; a filter that drops them all under one reason, or swaps two, fails here."""
+    assert RefusalFilter().check(qa(answer)) == reason
+
+
+@pytest.mark.parametrize(
+    ("answer", "key"),
+    [
+        ("I'm sorry, but I can't assist with that request.", "synthetic_filter/refusal"),
+        ("As an AI language model, I love none.", "synthetic_filter/refusal/disclaimer"),
+        ("As of my last update in 2023, it was Tokyo.", "synthetic_filter/refusal/cutoff"),
     ],
 )
-def test_refusals_are_dropped(answer: str) -> None:
-    # "refusal" when the answer refuses; "refusal/disclaimer", "refusal/cutoff" otherwise
-    reason = RefusalFilter().check(qa(answer))
-    assert reason is not None and reason.split("/")[0] == "refusal"
+def test_the_stage_counts_each_refusal_kind_under_its_own_reason(answer: str, key: str) -> None:
+    """Through the `filter-synthetic` step with every default filter on, each kind lands
+    under its own manifest reason (`step/reason`, as the manifest and MLflow count it)."""
+    row: dict = {"messages": qa(answer, "Which city do you like best?"), "meta": None}
+    ConversationFilters(SyntheticFilterConfig()).apply(row)
+    assert row["fate"] == DROPPED
+    assert reason_key(row["step"], row["reason"]) == key
+    assert json.loads(row["meta"])["evidence"]  # the words that made the call
 
 
 def test_an_ai_disclaimer_counts_anywhere() -> None:

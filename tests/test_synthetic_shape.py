@@ -48,13 +48,66 @@ def test_truncated_answers_are_dropped_with_their_kind(answer: str, kind: str) -
     assert found is not None and found.reason == f"truncated/{kind}"
 
 
-def test_an_unpunctuated_end_at_a_round_token_count() -> None:
-    body = ("The keeper wrote in the log every night. " * 30).strip()
-    cut = body[: 4 * 256 - 3].rsplit(" ", 1)[0]  # about 256 tokens, ends on a word
-    assert not cut.endswith(".")
-    found = TruncationFilter().inspect(qa(cut + " keeper"))
-    assert found is not None and found.reason.startswith("truncated/")
-    # the same ending far from any round limit, on a short last line, is let through
+# No function word ("the", "and"), no sign-off word, no punctuation: an unpunctuated end
+# that only its length can call cut off.
+PLAIN_WORDS = [
+    "keepers",
+    "watch",
+    "ships",
+    "sail",
+    "past",
+    "black",
+    "rocks",
+    "storms",
+    "roll",
+    "grey",
+    "waves",
+    "crash",
+]
+# Japanese sentences, then a short unpunctuated last line (under
+# `min_cjk_line_chars`, so not a cut sentence): again only the length can decide.
+JA_LINE = "灯台守は夕暮れに階段を上りました。"
+JA_LAST = "灯台守の日記"
+LIMITS = (256, 512, 1024, 2048, 4096)  # the README's round token counts
+
+
+def plain_prose(chars: int) -> str:
+    """Unpunctuated English of about `chars` characters (at most 15 fewer), ending on a word."""
+    words, n = [], -1
+    while n + 1 + len(PLAIN_WORDS[len(words) % len(PLAIN_WORDS)]) <= chars:
+        words.append(PLAIN_WORDS[len(words) % len(PLAIN_WORDS)])
+        n += 1 + len(words[-1])
+    return " ".join(words)
+
+
+def japanese(chars: int) -> str:
+    """Japanese of exactly `chars` characters: one paragraph of sentences closed by "。",
+    then JA_LAST on a line of its own."""
+    body = (JA_LINE * (chars // len(JA_LINE) + 1))[: chars - len(JA_LAST) - 2]
+    return body + "。\n" + JA_LAST
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_an_unpunctuated_end_at_a_round_token_count(limit: int) -> None:
+    """An answer that stops without punctuation about `limit` tokens in (4 characters a
+    token for English, 1 a character for Japanese; 4% past the limit, inside its 8%
+    tolerance) is `truncated/token_limit`: no other rule could call it cut off."""
+    for answer, tokens in [
+        (plain_prose(round(4 * limit * 1.04)), lambda a: len(a) / 4),
+        (japanese(round(limit * 1.04)), len),
+    ]:
+        assert abs(tokens(answer) / (limit * 1.04) - 1) < 0.015, len(answer)
+        found = TruncationFilter().inspect(qa(answer))
+        assert found is not None and found.reason == "truncated/token_limit", (limit, answer[-40:])
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_the_same_end_off_any_round_token_count_is_whole(limit: int) -> None:
+    """The same answers 12% past the limit (off every limit of the config, 500, 1000, ...
+    included) are kept: the rule counts tokens, it does not drop every unpunctuated end."""
+    for answer in (plain_prose(round(4 * limit * 1.12)), japanese(round(limit * 1.12))):
+        assert TruncationFilter().check(qa(answer)) is None, (limit, len(answer))
+    # a short unpunctuated last line far from any limit is a sign-off, not a cut
     assert TruncationFilter().check(qa("The keeper wrote.\nGood night")) is None
 
 

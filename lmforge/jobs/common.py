@@ -29,14 +29,16 @@ class StageResult:
 def check_inputs(uris: list[str], *, what: str) -> None:
     """Fail with one line, before Ray starts, when a local input does not exist."""
     if not uris:
-        raise ConfigError(f"{what}: no input given (set --input or {what}.input in the recipe)")
+        raise ConfigError(
+            f"{what}.input: no input given (set --input or {what}.input in the recipe)"
+        )
     for uri in uris:
         if uri.startswith(("builtin:", "hf:")) or storage.is_remote(uri):
             continue  # checked by the reader, with the cluster's credentials and network
         if any(c in uri for c in "*?["):
             continue
         if not os.path.exists(uri):
-            raise ConfigError(f"{what}: input not found: {uri}")
+            raise ConfigError(f"{what}.input: input not found: {uri}")
 
 
 def init_ray(recipe: Recipe) -> None:

@@ -20,7 +20,7 @@ def validate(recipe: Recipe) -> None:
     assert cfg.input is not None
     check_inputs([cfg.input], what="pretrain")
     if not storage.is_remote(cfg.input) and storage.read_manifest(cfg.input) is None:
-        raise ConfigError(f"pretrain: {cfg.input} has no manifest.json; run `tokenize` first")
+        raise ConfigError(f"pretrain.input: {cfg.input} has no manifest.json; run `tokenize` first")
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:

@@ -20,7 +20,9 @@ def validate(recipe: Recipe) -> None:
     path = recipe.register.input
     assert path is not None
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise ConfigError(f"register: not a Hugging Face model folder (no config.json): {path}")
+        raise ConfigError(
+            f"register.input: not a Hugging Face model folder (no config.json): {path}"
+        )
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
