@@ -31,9 +31,8 @@ def hub_rows(uri: str, id_field: str, *, tally: ReadTally | None = None) -> Any:
         rows_of = partial(parquet_rows, id_field=id_field, file=file)
         ds = ray.data.from_huggingface(dataset)
         if tally is not None:
-            ds = ds.map_batches(
-                _count, fn_kwargs={"actor": tally.actor(), "file": file}, batch_format="pyarrow"
-            )
+            count = partial(_count, actor=tally.actor(), file=file)
+            ds = ds.map_batches(count, batch_format="pyarrow")
         parts.append(ds.map_batches(rows_of, batch_format="pyarrow", zero_copy_batch=True))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
