@@ -107,22 +107,12 @@ def run_lmforge(chunks: list[list[str]], tok: Any, seq_len: int) -> tuple[float,
     import ray
     import ray.data
 
-    from lmforge.pipelines.packing import DOCS_PER_BATCH, TokenizePack
+    from lmforge.pipelines.packing import pack_sequences
 
     sw = harness.Stopwatch()
     with sw.span("run"):
         docs = ray.data.from_arrow([pa.table({"text": c}) for c in chunks])
-        seqs = docs.map_batches(
-            TokenizePack,
-            fn_constructor_kwargs={
-                "tokenizer_json": tok.backend_tokenizer.to_str(),
-                "eos_id": tok.eos_token_id,
-                "seq_len": seq_len,
-            },
-            batch_size=DOCS_PER_BATCH,
-            batch_format="pyarrow",
-            concurrency=(1, 4),  # as in `tokenize.run`
-        ).materialize()
+        seqs = pack_sequences(docs, tok, seq_len).materialize()  # the stage's own call
     tables = [ray.get(ref) for ref in seqs.to_arrow_refs()]
     return sw["run"], tables
 

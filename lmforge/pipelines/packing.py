@@ -97,16 +97,12 @@ def _split(batch: pa.Table, fraction: float, want_val: bool) -> pa.Table:
     return batch.filter(pa.array(mask, pa.bool_()))
 
 
-def write_split(
-    docs: Any, tok: Any, folder: str, *, val_fraction: float, validation: bool, seq_len: int
-) -> dict[str, int]:
-    """Tokenize and pack one split of `docs` on the cluster into Parquet under `folder`;
-    returns its counts (documents read and packed, sequences, tokens)."""
+def pack_sequences(docs: Any, tok: Any, seq_len: int) -> Any:
+    """Ray Dataset of documents (`text`) -> one of packed rows (SEQ_SCHEMA), tokenized by a
+    pool of `TokenizePack` actors in batches of DOCS_PER_BATCH documents."""
     import ray.data
 
-    part = docs.map_batches(_split, fn_args=(val_fraction, validation), batch_format="pyarrow")
-    n_split = part.count()
-    seqs = part.map_batches(
+    return docs.map_batches(
         TokenizePack,
         fn_constructor_kwargs={
             "tokenizer_json": tok.backend_tokenizer.to_str(),
@@ -117,7 +113,16 @@ def write_split(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
     )
-    seqs.write_parquet(folder, min_rows_per_file=50_000)
+
+
+def write_split(
+    docs: Any, tok: Any, folder: str, *, val_fraction: float, validation: bool, seq_len: int
+) -> dict[str, int]:
+    """Tokenize and pack one split of `docs` on the cluster into Parquet under `folder`;
+    returns its counts (documents read and packed, sequences, tokens)."""
+    part = docs.map_batches(_split, fn_args=(val_fraction, validation), batch_format="pyarrow")
+    n_split = part.count()
+    pack_sequences(part, tok, seq_len).write_parquet(folder, min_rows_per_file=50_000)
     return split_counts(folder, n_split, seq_len)
 
 
