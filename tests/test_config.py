@@ -180,3 +180,29 @@ def test_cli_fails_in_one_line_before_ray(
     assert list(work.iterdir()) == []
     assert not (tmp_path / "out").exists()
     assert sorted(folder.rglob("*")) == before
+
+
+def test_presets_json_counts_the_built_model_and_matches_llama_3(tmp_path: Path) -> None:
+    """`lmforge presets --json`: counts from the model built on the meta device; the Llama 3
+    shapes give Meta's published sizes and the MAI-1 plan is 500B within 2%, at the
+    128,256-token vocabulary of Llama 3 and `configs/500b-plan.yaml`."""
+    import json
+
+    proc = subprocess.run(
+        [*lmforge_cmd(), "presets", "--json", "--vocab-size", "128256", "--gpus", "1024"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert list(out) == list(PRESETS)
+    published = {"8b": 8.03e9, "70b": 70.55e9, "405b": 405.85e9}  # Llama 3 / 3.1 model cards
+    for name, params in published.items():
+        assert out[name]["params"] == pytest.approx(params, rel=0.005), name
+    assert out["500b"]["params"] == pytest.approx(500e9, rel=0.02)
+    # ZeRO-3 on the plan's 1,024 GPUs: 16 bytes of model states per parameter, sharded
+    zero3 = out["500b"]["model_states_gib_per_gpu"]["zero3"]
+    assert zero3 == pytest.approx(16 * out["500b"]["params"] / 1024 / 2**30, abs=1e-3)
+    assert out["tiny"]["params"] == estimate(PRESETS["tiny"], vocab_size=128256, num_gpus=1).params

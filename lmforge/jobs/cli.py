@@ -28,9 +28,30 @@ app.command("run")(run_command)
 def presets(
     vocab_size: int = typer.Option(32000, help="Vocabulary size for the count."),
     gpus: int = typer.Option(8, help="GPUs that shard the model states."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, keyed by preset."),
 ) -> None:
-    """List model presets with parameter counts and per-GPU memory by ZeRO stage."""
+    """List model presets with parameter counts (the model built on the meta device) and
+    per-GPU memory of weights, gradients and Adam states by ZeRO stage."""
+    import json
+
     from lmforge.train.presets import PRESETS, estimate
+
+    if as_json:
+        out = {}
+        for name, p in PRESETS.items():
+            s = estimate(p, vocab_size=vocab_size, num_gpus=gpus)
+            out[name] = {
+                "params": s.params,
+                "params_non_embedding": s.params_non_embedding,
+                "vocab_size": vocab_size,
+                "gpus": gpus,
+                "model_states_gib_per_gpu": {
+                    f"zero{z}": round(s.bytes_per_gpu[z] / 2**30, 3) for z in range(4)
+                },
+                "shape": p.as_dict(),
+            }
+        typer.echo(json.dumps(out, indent=2))
+        return
 
     typer.echo(f"{'preset':8} {'params':>10}  GiB/GPU of weights+grads+Adam on {gpus} GPUs")
     typer.echo(f"{'':8} {'':>10}  {'ZeRO-0':>8} {'ZeRO-1':>8} {'ZeRO-2':>8} {'ZeRO-3':>8}")

@@ -9,6 +9,7 @@ before a cluster is asked for.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -79,6 +80,26 @@ PRESETS: dict[str, ModelPreset] = {
         max_seq_len=1024,
         tie_embeddings=True,
     ),
+    # ~125M at a 32k vocabulary (GPT-3 Small's width and depth, Llama blocks).
+    "125m": ModelPreset(
+        hidden_size=768,
+        intermediate_size=2048,
+        num_layers=12,
+        num_heads=12,
+        num_kv_heads=12,
+        max_seq_len=2048,
+        tie_embeddings=True,
+    ),
+    # ~350M at a 32k vocabulary (GPT-3 Medium's width and depth, Llama blocks).
+    "350m": ModelPreset(
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_layers=24,
+        num_heads=16,
+        num_kv_heads=16,
+        max_seq_len=2048,
+        tie_embeddings=True,
+    ),
     # Llama-3.2-1B's shape: fits one 80 GB GPU with ZeRO-1 and bf16.
     "1b": ModelPreset(
         hidden_size=2048,
@@ -99,11 +120,42 @@ PRESETS: dict[str, ModelPreset] = {
         num_kv_heads=32,
         max_seq_len=4096,
     ),
-    # The MAI-1 scale plan (~500B dense parameters): many 8xH100 nodes, ZeRO-3.
+    # Llama 3 8B's shape (8.03B at its 128,256-token vocabulary).
+    "8b": ModelPreset(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        max_seq_len=8192,
+        rope_theta=500_000.0,
+    ),
+    # Llama 3 70B's shape (70.6B at 128,256 tokens).
+    "70b": ModelPreset(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_layers=80,
+        num_heads=64,
+        num_kv_heads=8,
+        max_seq_len=8192,
+        rope_theta=500_000.0,
+    ),
+    # Llama 3.1 405B's shape (405.9B at 128,256 tokens): the planner's published yardstick.
+    "405b": ModelPreset(
+        hidden_size=16384,
+        intermediate_size=53248,
+        num_layers=126,
+        num_heads=128,
+        num_kv_heads=8,
+        max_seq_len=8192,
+        rope_theta=500_000.0,
+    ),
+    # The MAI-1 scale plan: 405B's blocks, 156 deep, 501.5B dense parameters at the
+    # recipe's 128,256-token vocabulary (the plan's 500B within 2%). Many 8xH100 nodes, ZeRO-3.
     "500b": ModelPreset(
         hidden_size=16384,
         intermediate_size=53248,
-        num_layers=148,
+        num_layers=156,
         num_heads=128,
         num_kv_heads=8,
         max_seq_len=8192,
@@ -132,25 +184,33 @@ class Sizing:
         return self.params / 1e9
 
 
+@lru_cache(maxsize=64)
+def meta_param_counts(preset: ModelPreset, vocab_size: int) -> tuple[int, int]:
+    """(all parameters, those outside the embeddings and output head) of the model
+    `transformers` builds for `preset`, counted on the meta device: no memory is taken,
+    so the 500B preset counts in seconds on a laptop. A tied head is counted once."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = preset.llama_config(vocab_size=vocab_size, eos_token_id=0, pad_token_id=1)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    total = sum(p.numel() for p in model.parameters())  # parameters() skips a tied copy
+    embedding = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    outside = sum(p.numel() for p in model.parameters() if id(p) in embedding)
+    return int(total), int(total - outside)
+
+
 def estimate(preset: ModelPreset, *, vocab_size: int, num_gpus: int) -> Sizing:
-    """Count parameters and the model-state memory of mixed-precision Adam training.
+    """Count parameters (the model built on the meta device) and the model-state memory
+    of mixed-precision Adam training.
 
     Model states per parameter (ZeRO paper, Rajbhandari et al. 2020, section 3):
     2 bytes bf16 weights + 2 bytes bf16 gradients + 12 bytes optimizer state
     (fp32 master weights, momentum, variance). Stage 1 shards the 12, stage 2 also the
     gradients, stage 3 everything. Activations are not included.
     """
-    h, f, n_layers = preset.hidden_size, preset.intermediate_size, preset.num_layers
-    head_dim = h // preset.num_heads
-    kv = preset.num_kv_heads * head_dim
-    attn = h * h + 2 * h * kv + h * h  # q, k, v, o projections
-    mlp = 3 * h * f  # gate, up, down (SwiGLU)
-    norms = 2 * h
-    per_layer = attn + mlp + norms
-    embed = vocab_size * h
-    head = 0 if preset.tie_embeddings else vocab_size * h
-    non_embedding = n_layers * per_layer + h
-    total = non_embedding + embed + head
+    total, non_embedding = meta_param_counts(preset, vocab_size)
     n = max(1, num_gpus)
     per_gpu = {
         0: 16.0 * total,
