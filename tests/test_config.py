@@ -148,10 +148,14 @@ EVAL_RECIPE = {
         (["curate", "--config", "GIVEN/recipe.yaml", "--input", "GIVEN/corpus.jsonl",
           "--output", "OUT", "--eval-set", "GIVEN/eval-b.jsonl"], EVAL_RECIPE,
          "curate.decontam.eval_sets: file not found: GIVEN/eval-b.jsonl"),
+        (["pretrain", "--input", "GIVEN/tokens", "--output", "OUT", "--set", "ray.num_cpus=2",
+          "--set", "pretrain.num_workers=2", "--set", "pretrain.cpus_per_worker=1"],
+         {"tokens/manifest.json": '{"seq_len": 64}'},
+         "pretrain.cpus_per_worker: 2 workers x 1 CPU reserve 2 of the local Ray's 2 CPUs"),
     ],
     ids=["curate-input", "pretrain-field", "pretrain-preset", "tokenize-config",
          "tokenize-input", "pretrain-no-manifest", "register-no-config", "serve-pickle",
-         "curate-eval-set"],
+         "curate-eval-set", "pretrain-cpus"],
 )  # fmt: skip
 def test_cli_fails_in_one_line_before_ray(
     tmp_path: Path, args: list[str], given: dict[str, str], message: str

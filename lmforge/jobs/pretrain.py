@@ -8,6 +8,8 @@ wires it to MLflow (params, final metrics, the loss curves) and writes the manif
 
 from __future__ import annotations
 
+import os
+
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.platform import storage, tracking
@@ -21,6 +23,31 @@ def validate(recipe: Recipe) -> None:
     check_inputs([cfg.input], what="pretrain")
     if not storage.is_remote(cfg.input) and storage.read_manifest(cfg.input) is None:
         raise ConfigError(f"pretrain.input: {cfg.input} has no manifest.json; run `tokenize` first")
+    _check_local_cpus(recipe)
+
+
+def _check_local_cpus(recipe: Recipe) -> None:
+    """On a Ray this process starts itself, the workers must leave a CPU for Ray Data to
+    read the shards: without one the reader waits at 0 rows and the run hangs silently
+    (2 workers x 1 CPU on a 2-CPU laptop). A cluster's resources are its own business."""
+    cfg = recipe.pretrain
+    if recipe.ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    import sys
+
+    ray = sys.modules.get("ray")  # an in-process Ray already running counts as it is
+    if ray is not None and ray.is_initialized():
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+    else:
+        cpus = float(recipe.ray.num_cpus or os.cpu_count() or 1)
+    reserved = cfg.num_workers * cfg.cpus_per_worker
+    if reserved > cpus - 1:
+        raise ConfigError(
+            f"pretrain.cpus_per_worker: {cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU "
+            f"reserve {reserved:g} of the local Ray's {cpus:g} CPUs and leave less than one for "
+            "Ray Data to read the shards (the run would hang); lower pretrain.cpus_per_worker "
+            f"to {max(cpus - 1, 0.1) / cfg.num_workers:g} or pretrain.num_workers"
+        )
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
