@@ -18,6 +18,7 @@ from lmforge.jobs.common import StageResult, init_ray
 from lmforge.jobs.recipe import Recipe
 from lmforge.jobs.stages import STAGES
 from lmforge.platform import tracking
+from lmforge.serve.deploy import serve_forever
 
 
 @dataclass
@@ -49,7 +50,7 @@ def run_pipeline(recipe: Recipe, *, keep_serving: bool | None = None) -> Pipelin
         result.base_url = result.stages["serve"].output
     _closing_lines(recipe, result)
     if keep_serving is None and recipe.serve.blocking:
-        serve.serve_forever()
+        serve_forever()
     elif not keep_serving:
         from ray import serve as ray_serve
 

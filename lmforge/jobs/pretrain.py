@@ -15,6 +15,7 @@ from lmforge.jobs.recipe import Recipe
 from lmforge.platform import storage, tracking
 from lmforge.platform.config import ConfigError
 from lmforge.train import trainer
+from lmforge.train.presets import get_preset
 
 
 def validate(recipe: Recipe) -> None:
@@ -56,7 +57,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     validate(recipe)
     tokens, output = storage.absolute(cfg.input), storage.absolute(cfg.output)
     plan = trainer.plan(cfg, tokens)
-    shape = {"preset_shape": trainer.get_preset(cfg.preset).as_dict()}
+    shape = {"preset_shape": get_preset(cfg.preset).as_dict()}
     params = {**cfg.model_dump(), **shape, "params": plan.sizing.params}
 
     with stage_context("pretrain", recipe, params, parent_run_id=parent_run_id) as run_id:

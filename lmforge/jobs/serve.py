@@ -3,8 +3,8 @@
     python -m lmforge.jobs.serve --input models:/lmforge-demo@candidate
 
 `lmforge.serve.deploy` starts the application and returns its base URL; `ask` calls it
-with the official `openai` client, the way users will. `serve_forever` (re-exported for
-`lmforge run`) blocks until Ctrl-C.
+with the official `openai` client, the way users will. `serve_forever` blocks until
+Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from lmforge.jobs.recipe import Recipe
 from lmforge.platform import registry, tracking
 from lmforge.platform.config import ConfigError
 from lmforge.serve.deploy import ask, deploy, serve_forever
-
-__all__ = ["run", "serve_forever", "validate"]
 
 
 def validate(recipe: Recipe) -> None:

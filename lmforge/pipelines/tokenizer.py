@@ -15,15 +15,6 @@ from lmforge.platform import chat
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-# the turn format's one definition: the template is what serving applies, `chat.render`
-# what synthetic conversations are written as for pretraining
-EOS, PAD, SPECIAL_TOKENS, CHAT_TEMPLATE = (
-    chat.EOS,
-    chat.PAD,
-    chat.SPECIAL_TOKENS,
-    chat.CHAT_TEMPLATE,
-)
-
 
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2
@@ -38,7 +29,7 @@ def train_tokenizer(
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=chat.SPECIAL_TOKENS,
         # every byte gets a token, so no input is ever out of vocabulary
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -46,13 +37,13 @@ def train_tokenizer(
     tok.train_from_iterator(_nonempty(texts), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        eos_token=EOS,
-        bos_token=EOS,
-        pad_token=PAD,
+        eos_token=chat.EOS,
+        bos_token=chat.EOS,
+        pad_token=chat.PAD,
         unk_token=None,
         model_max_length=1_000_000,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = chat.CHAT_TEMPLATE
     return fast
 
 

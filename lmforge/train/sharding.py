@@ -14,36 +14,29 @@ from typing import Any
 
 import torch
 
+from lmforge.train.config import PretrainConfig
 
-def deepspeed_config(
-    *,
-    zero_stage: int,
-    precision: str,
-    micro_batch_size: int,
-    grad_accum_steps: int,
-    grad_clip: float,
-    offload_optimizer: bool,
-    use_gpu: bool,
-) -> dict[str, Any]:
-    """The DeepSpeed JSON config for one run (no optimizer section: see `wrap`)."""
+
+def deepspeed_config(p: PretrainConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON config of a `pretrain` section (no optimizer section: see `wrap`)."""
     zero: dict[str, Any] = {
-        "stage": zero_stage,
+        "stage": p.zero_stage,
         "contiguous_gradients": True,
         # overlap needs CUDA streams; on CPU/gloo it only adds copies
-        "overlap_comm": use_gpu,
+        "overlap_comm": p.use_gpu,
     }
-    if zero_stage == 3:
+    if p.zero_stage == 3:
         # the 16-bit consolidated state dict is what `full_state_dict` asks for
         zero["stage3_gather_16bit_weights_on_model_save"] = True
-    if offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": use_gpu}
+    if p.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": p.use_gpu}
     return {
-        "train_micro_batch_size_per_gpu": micro_batch_size,
-        "gradient_accumulation_steps": grad_accum_steps,
-        "gradient_clipping": grad_clip,
+        "train_micro_batch_size_per_gpu": p.micro_batch_size,
+        "gradient_accumulation_steps": p.grad_accum_steps,
+        "gradient_clipping": p.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16"},
+        "bf16": {"enabled": p.precision == "bf16"},
+        "fp16": {"enabled": p.precision == "fp16"},
         # lmforge prints its own progress line with tokens/s
         "steps_per_print": 1 << 30,
         "wall_clock_breakdown": False,

@@ -14,7 +14,6 @@ so a read task that Ray retries after a failure cannot count a file twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 
@@ -69,7 +68,3 @@ def report(actor: Any, file: str, n: int) -> None:
     import ray
 
     ray.get(actor.set.remote(file, n))
-
-
-def total(counts: Mapping[str, int]) -> int:
-    return sum(counts.values())
