@@ -1,8 +1,11 @@
 """Pretraining on the real parts (Ray Train V2, DeepSpeed over gloo, 2 CPU workers) under
-the ZeRO stages the recipes use: 1 (the 1B recipe), 2 (the demo recipe) and 2 with the
-optimizer offloaded to the CPU; ZeRO-3 runs in the end-to-end test. Each run must export
-the weights it trained: the exported Hugging Face model reproduces the loss the engine
-measured on a fixed probe at the end of training, and that loss is not the untrained one.
+the ZeRO stages the recipes use: 1 (the 1B recipe), 2 (the demo recipe), 2 with the
+optimizer offloaded to the CPU, and 3 (the 8B and 500B recipes), whose model must be built
+partitioned: each of the 2 ranks holds about half of the parameters right after
+construction. Each run must export the weights it trained: the exported Hugging Face model
+reproduces the loss the engine measured on a fixed probe at the end of training, and that
+loss is not the untrained one. A run whose loss turns non-finite skips steps, then stops
+with an error naming the step.
 
 Also here: a stage that fails inside its MLflow run leaves that run FAILED.
 """
@@ -84,8 +87,8 @@ def exported_probe_loss(model_dir: Path, *, trained: bool) -> float:
 
 @pytest.mark.parametrize(
     ("zero_stage", "offload"),
-    [(1, False), (2, False), (2, True)],
-    ids=["zero1", "zero2", "offload"],
+    [(1, False), (2, False), (2, True), (3, False)],
+    ids=["zero1", "zero2", "offload", "zero3"],
 )
 @pytest.mark.usefixtures("ray_local")
 def test_zero_stage_trains_and_exports_the_trained_weights(
@@ -125,3 +128,61 @@ def test_zero_stage_trains_and_exports_the_trained_weights(
     assert client.get_run(result.run_id).info.status == "FINISHED"
     history = client.get_metric_history(result.run_id, "train_loss")
     assert [h.step for h in history] == [1, 2, 3]
+    run = client.get_run(result.run_id).data.metrics
+    for key in ("lr", "grad_norm", "tokens_per_s", "tflops_per_device", "val_perplexity"):
+        assert run[key] > 0, key
+    assert "mfu" not in run  # no peak FLOP/s on a CPU: omitted, not invented
+    assert run["tokens"] == 3 * 2 * 4 * 64  # steps x workers x micro-batch x seq_len
+    held = [run[f"params_held_fraction_rank{r}"] for r in (0, 1)]
+    if zero_stage == 3:  # partitioned at construction (ZeRO pads each tensor to 2 parts)
+        assert held == [pytest.approx(0.5, abs=0.05)] * 2
+    else:
+        assert held == [1.0, 1.0]
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_non_finite_loss_skips_steps_then_stops_naming_the_step(
+    tokens: Path, tmp_path: Path
+) -> None:
+    """The fault drill makes rank 0's loss NaN at steps 2 and 4-7 (after its backward pass):
+    the all-reduced loss is NaN on every rank, so all skip the update together. Step 3 is
+    finite and resets the count; with max_skipped_steps 3, step 7 (the 4th in a row) stops
+    the run with an error naming it, and no export is made."""
+    from lmforge.jobs import pretrain
+
+    r = recipe(
+        tmp_path,
+        "pretrain",
+        [str(tokens)],
+        str(tmp_path / "pretrain"),
+        "pretrain.preset=tiny",
+        "pretrain.num_workers=2",
+        "pretrain.cpus_per_worker=0.5",
+        "pretrain.micro_batch_size=4",
+        "pretrain.max_steps=20",
+        "pretrain.warmup_steps=0",
+        "pretrain.log_every=1",
+        "pretrain.max_skipped_steps=3",
+        "pretrain.fault_nan_steps=[2,4,5,6,7]",
+    )
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 7, 4 steps in a row"):
+        pretrain.run(r)
+    client = MlflowClient(tracking_uri=r.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name("test-pretrain")
+    assert exp is not None
+    run = client.search_runs([exp.experiment_id], order_by=["start_time DESC"])[0]
+    assert run.info.status == "FAILED"
+    skipped = client.get_metric_history(run.info.run_id, "skipped_steps")
+    assert [(h.step, h.value) for h in sorted(skipped, key=lambda h: h.step)] == [
+        (1, 0.0),
+        (2, 1.0),
+        (3, 1.0),
+        (4, 2.0),
+        (5, 3.0),
+        (6, 4.0),
+        (7, 5.0),
+    ]
+    # a skipped step adds nothing to the window loss: only steps 1 and 3 have one
+    losses = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(h.step for h in losses) == [1, 3]
+    assert not (tmp_path / "pretrain" / "model").exists()

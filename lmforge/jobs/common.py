@@ -62,12 +62,20 @@ def init_ray(recipe: Recipe) -> None:
 
 @contextmanager
 def stage_context(
-    stage: str, recipe: Recipe, params: dict[str, Any], *, parent_run_id: str | None = None
+    stage: str,
+    recipe: Recipe,
+    params: dict[str, Any],
+    *,
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Set up MLflow and Ray; yields the stage's MLflow run id."""
+    """Set up MLflow and Ray; yields the stage's MLflow run id (`resume_run_id`: continue
+    that run instead of starting one)."""
     assert recipe.mlflow.tracking_uri is not None  # filled by Recipe.with_defaults
     tracking.setup(recipe.mlflow.tracking_uri, recipe.mlflow.experiment)
-    with tracking.stage_run(stage, params=params, parent_run_id=parent_run_id) as run_id:
+    with tracking.stage_run(
+        stage, params=params, parent_run_id=parent_run_id, resume_run_id=resume_run_id
+    ) as run_id:
         tracking.set_tags({"lmforge.recipe": recipe.name})
         init_ray(recipe)
         yield run_id

@@ -27,10 +27,40 @@ def validate(recipe: Recipe) -> None:
     _check_local_cpus(recipe)
 
 
+def _check_memory(recipe: Recipe, plan: trainer.Plan) -> None:
+    """With `pretrain.gpu` named, the planner's per-GPU memory (model states under the
+    ZeRO stage, activations with or without checkpointing) must fit that GPU."""
+    cfg = recipe.pretrain
+    if cfg.gpu is None:
+        return
+    from lmforge.train.planner import memory_fit
+
+    fit = memory_fit(
+        params=plan.sizing.params,
+        preset=cfg.preset,
+        vocab_size=int(plan.llama_config["vocab_size"]),
+        seq_len=plan.seq_len,
+        micro_batch_size=cfg.micro_batch_size,
+        gpu=cfg.gpu,
+        gpus=cfg.num_workers,
+        zero_stage=cfg.zero_stage,
+        activation_checkpointing=cfg.activation_checkpointing,
+    )
+    if not fit.fits:
+        raise ConfigError(
+            f"pretrain.gpu: {cfg.preset} needs {fit.per_gpu_gib:.1f} GiB per {cfg.gpu} "
+            f"({fit.capacity_gib:.0f} GiB usable) with zero_stage {cfg.zero_stage}, "
+            f"{cfg.num_workers} workers, micro_batch_size {cfg.micro_batch_size} and "
+            f"activation_checkpointing {cfg.activation_checkpointing}: "
+            f"{fit.summary}; `lmforge plan` shows the breakdown"
+        )
+
+
 def _check_local_cpus(recipe: Recipe) -> None:
-    """On a Ray this process starts itself, the workers must leave a CPU for Ray Data to
-    read the shards: without one the reader waits at 0 rows and the run hangs silently
-    (2 workers x 1 CPU on a 2-CPU laptop). A cluster's resources are its own business."""
+    """On a Ray this process starts itself, the workers must fit its CPUs and leave one
+    for the driver's own tasks (without a CPU Ray waits for one forever: 2 workers x
+    1 CPU on a 2-CPU laptop hung silently). A cluster's resources are its own business:
+    an autoscaler may add nodes."""
     cfg = recipe.pretrain
     if recipe.ray.address or os.environ.get("RAY_ADDRESS"):
         return
@@ -46,7 +76,7 @@ def _check_local_cpus(recipe: Recipe) -> None:
         raise ConfigError(
             f"pretrain.cpus_per_worker: {cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU "
             f"reserve {reserved:g} of the local Ray's {cpus:g} CPUs and leave less than one for "
-            "Ray Data to read the shards (the run would hang); lower pretrain.cpus_per_worker "
+            "the rest of the job (the run would hang); lower pretrain.cpus_per_worker "
             f"to {max(cpus - 1, 0.1) / cfg.num_workers:g} or pretrain.num_workers"
         )
 
@@ -57,11 +87,20 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     validate(recipe)
     tokens, output = storage.absolute(cfg.input), storage.absolute(cfg.output)
     plan = trainer.plan(cfg, tokens)
+    _check_memory(recipe, plan)
     shape = {"preset_shape": get_preset(cfg.preset).as_dict()}
     params = {**cfg.model_dump(), **shape, "params": plan.sizing.params}
+    name = trainer.run_name(recipe.name)
+    resume = trainer.unfinished_run(cfg, output, name)  # a resubmitted job continues
+    if resume:
+        print(f"[lmforge pretrain] resuming {name} (MLflow run {resume}) from its checkpoints")
 
-    with stage_context("pretrain", recipe, params, parent_run_id=parent_run_id) as run_id:
-        tracking.record_inputs([tokens])
+    with stage_context(
+        "pretrain", recipe, params, parent_run_id=parent_run_id, resume_run_id=resume
+    ) as run_id:
+        if not resume:
+            tracking.record_inputs([tokens])
+        trainer.mark_run(cfg, output, name, run_id, "running")
         model_dir, metrics = trainer.fit(
             cfg,
             plan,
@@ -69,7 +108,9 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             output=output,
             tracking_uri=recipe.mlflow.tracking_uri,
             run_id=run_id,
+            name=name,
         )
+        trainer.mark_run(cfg, output, name, run_id, "finished")
         tracking.log_metrics({**metrics, "params": float(plan.sizing.params)})
         curves = {k: tracking.metric_history(run_id, k) for k in ("train_loss", "val_loss")}
         tracking.log_figure(trainer.loss_figure(curves), "loss_curve.png")

@@ -44,10 +44,20 @@ def setup(tracking_uri: str, experiment: str) -> str:
 
 @contextmanager
 def stage_run(
-    stage: str, *, params: dict[str, Any], parent_run_id: str | None = None
+    stage: str,
+    *,
+    params: dict[str, Any],
+    parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """An MLflow run for one stage; yields its run id. Failures mark the run FAILED."""
+    """An MLflow run for one stage; yields its run id. Failures mark the run FAILED.
+    `resume_run_id`: continue that run (a resubmitted job), its params already logged."""
     parent = parent_run_id or os.environ.get("LMFORGE_PARENT_RUN_ID")
+    if resume_run_id:
+        with mlflow.start_run(run_id=resume_run_id, nested=bool(parent)) as run:
+            mlflow.set_tag("lmforge.resumed", "true")
+            yield run.info.run_id
+        return
     tags = {"lmforge.stage": stage}
     if parent:
         tags[PARENT_TAG] = parent
@@ -141,6 +151,10 @@ class RunLogger:
         now = get_current_time_millis()
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def history(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) of a metric already in the run, by step."""
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(self.run_id, key))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

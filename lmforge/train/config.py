@@ -16,6 +16,11 @@ class PretrainConfig(Section):
     preset: str = Field("demo", description=f"Model shape: one of {', '.join(PRESETS)}.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on a cluster).")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL backend.")
+    gpu: str | None = Field(
+        None,
+        description="GPU type the recipe is sized for (a name from `lmforge plan --list-gpus`, "
+        "e.g. H100-SXM): memory fit is checked before any worker starts, and MFU uses its peak.",
+    )
     cpus_per_worker: float = Field(
         1,
         gt=0,
@@ -38,6 +43,24 @@ class PretrainConfig(Section):
     eval_every: int = Field(100, ge=1, description="Steps between validation passes.")
     eval_batches: int = Field(8, ge=1, description="Micro-batches per validation pass.")
     checkpoint_every: int = Field(100, ge=1, description="Steps between DeepSpeed checkpoints.")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints kept in storage (oldest removed).")
+    max_failures: int = Field(
+        3,
+        ge=-1,
+        description="Worker-group restarts from the latest checkpoint after a lost worker "
+        "(Ray Train FailureConfig; -1: without limit, 0: fail at the first).",
+    )
+    max_skipped_steps: int = Field(
+        3,
+        ge=0,
+        description="Optimizer steps with a non-finite loss skipped in a row before the run "
+        "stops with an error naming the step.",
+    )
+    fault_nan_steps: list[int] = Field(
+        [],
+        description="Fault drill: optimizer steps whose loss is made NaN on rank 0 after the "
+        "backward pass, to rehearse the non-finite guard (skip, count, stop). Empty in real runs.",
+    )
     seed: int = Field(1234, description="Random seed for weights and data order.")
     storage_path: str | None = Field(
         None,

@@ -1,23 +1,41 @@
 """The per-worker pretraining loop that Ray Train runs on every rank.
 
-It reads as a list of steps: build the model, shard it, resume, then
-(step, log, evaluate, checkpoint) until max_steps, then export Hugging Face weights.
-Sharding lives in `sharding.py`; MLflow is touched on rank 0 only, via RunLogger.
+It reads as a list of steps (torchtitan's train.py is the model):
+
+1. build the model (partitioned under ZeRO-3) and wrap it in the sharding backend;
+2. resume from the latest checkpoint Ray Train holds: model, optimizer, LR schedule,
+   RNG states, the step, and this rank's data position (checked against the data order);
+3. per optimizer step: the step's micro-batches (a function of the step, `data.py`),
+   forward/backward, one all-reduce of the step's loss, the optimizer step unless that
+   loss is not finite (skipped, up to `max_skipped_steps` in a row);
+4. every `log_every`: metrics on rank 0 (window loss, LR, grad norm, tokens/s, TFLOP/s
+   per device, MFU on a GPU of known peak); every `eval_every`: validation loss and
+   perplexity; every `checkpoint_every`: a checkpoint;
+5. the final Hugging Face export, written by rank 0.
+
+Steps replayed after a restart are not logged again: rank 0 compares them with what the
+MLflow run already holds and logs the largest difference (`resume_replay_max_diff`). A
+restart is counted (`restarts`, `resumed_from_step`) whenever the run already has steps
+in MLflow, with or without a checkpoint to resume from (a worker lost before the first
+checkpoint was registered replays from step 0).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from lmforge.train import sharding
 from lmforge.train.config import PretrainConfig
+from lmforge.train.data import TrainBatches, val_batches
 
 
 @dataclass(kw_only=True)
@@ -33,6 +51,9 @@ class LoopConfig:
     tokenizer_files: dict[str, str]  # file name -> text, written next to the exported weights
     ds_config: dict[str, Any]
     seq_len: int
+    train_uri: str  # token shards of the train split (local path or s3://)
+    val_uri: str | None
+    flops_per_token: float  # 6N + 12 * layers * d_model * seq_len (PaLM, appendix B)
     tracking_uri: str | None
     run_id: str | None
 
@@ -50,22 +71,14 @@ def lr_schedule(optimizer: torch.optim.Optimizer, p: PretrainConfig) -> Any:
     )
 
 
-def batches(shard: Any, batch_size: int, *, repeat: bool) -> Iterator[torch.Tensor]:
-    """(B, T) int64 token batches from a Ray Data shard; epoch after epoch if `repeat`."""
-    while True:
-        got = 0
-        for b in shard.iter_torch_batches(
-            batch_size=batch_size, dtypes=torch.int64, drop_last=True
-        ):
-            got += 1
-            yield b["input_ids"]
-        if got == 0:
-            raise RuntimeError(
-                f"a worker's data shard holds fewer than micro_batch_size={batch_size} "
-                "sequences; make more data, fewer workers or a smaller batch"
-            )
-        if not repeat:
-            return
+@dataclass
+class State:
+    """What a checkpoint carries besides the backend's own state (the client state)."""
+
+    step: int = 0
+    tokens: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped over the run
+    skipped_in_a_row: int = 0
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -73,94 +86,153 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     p = PretrainConfig.model_validate(cfg.pretrain)
     sharding.select_accelerator(p.use_gpu)
     import ray.train
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(p.seed)  # same initial weights on every rank
-    logger = _rank0_logger(cfg, rank)
+    log = Rank0Log(cfg, rank)
 
-    # 1) model and sharding
-    model = LlamaForCausalLM(LlamaConfig.from_dict(cfg.llama_config))
+    # 1) model, partitioned where the backend shards parameters, then wrapped
+    backend = sharding.make_backend(p, cfg.ds_config)
+    model = backend.build_model(cfg.llama_config, seed=p.seed)
+    held = _held_fractions(backend, world)
     if p.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    engine = sharding.wrap(
-        model,
-        cfg.ds_config,
-        lr=p.lr,
-        weight_decay=p.weight_decay,
-        schedule=lambda opt: lr_schedule(opt, p),
-    )
-    device = engine.device
+    backend.wrap(model, lambda opt: lr_schedule(opt, p))
+    device = backend.device
 
-    # 2) resume from the latest DeepSpeed checkpoint Ray Train holds, if any
-    step = 0
+    # 2) data order and resume
+    data = TrainBatches(
+        cfg.train_uri,
+        seq_len=cfg.seq_len,
+        seed=p.seed,
+        rank=rank,
+        world=world,
+        micro_batch_size=p.micro_batch_size,
+        grad_accum_steps=p.grad_accum_steps,
+    )
+    st = State()
     ckpt = ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            _, client_state = engine.load_checkpoint(d, tag="ds")
-            step = int(client_state["step"])
+            st = _restore(backend, d, rank, data)
+    log.start(st, held)
+    val = (
+        val_batches(
+            cfg.val_uri,
+            seq_len=cfg.seq_len,
+            rank=rank,
+            world=world,
+            micro_batch_size=p.micro_batch_size,
+            max_batches=p.eval_batches,
+        )
+        if cfg.val_uri
+        else []
+    )
 
-    train_it = batches(ray.train.get_dataset_shard("train"), p.micro_batch_size, repeat=True)
-    tokens_per_step = p.micro_batch_size * cfg.seq_len * p.grad_accum_steps * world
-    t_last, tokens_seen = time.perf_counter(), step * tokens_per_step  # resumed: as planned
-    fed = 0  # tokens this rank fed to the model since the last log line, counted
-    latest: dict[str, float] = {}  # the last value of each metric, sent with the export
+    # 3) the loop: one optimizer step per iteration
+    window = Window(device, world=world, accum=p.grad_accum_steps)
+    while st.step < p.max_steps:
+        batches = data.step_batches(st.step)
+        tokens = sum(x.numel() for x in batches) * world  # every rank takes equal batches
+        drill = rank == 0 and st.step + 1 in p.fault_nan_steps  # a rehearsed NaN
+        _, applied = backend.train_step(batches, window.poisoned if drill else window.finite)
+        st.step += 1
+        st.tokens += tokens
+        window.tokens += tokens
+        st.skipped_in_a_row = 0 if applied else st.skipped_in_a_row + 1
+        st.skipped_steps += 0 if applied else 1
+        if not applied:
+            log.skipped(st)
+            if st.skipped_in_a_row > p.max_skipped_steps:
+                # every rank sees the same all-reduced loss and stops here together; the
+                # run ends without an export and the driver raises (an exception would be
+                # retried by Ray Train from the last checkpoint, to the same NaN). Ray
+                # Train returns the metrics of checkpointed reports only: rank 0 reports
+                # a marker checkpoint
+                stop = {"step": st.step, "nonfinite_stop": float(st.skipped_in_a_row)}
+                log.log({"skipped_steps": float(st.skipped_steps), **stop}, st.step)
+                _report_stop(stop, rank)
+                return
 
-    # 3) the loop
-    while step < p.max_steps:
-        engine.train()
-        loss_sum = 0.0
-        for _ in range(p.grad_accum_steps):
-            x = next(train_it).to(device)  # (B, T)
-            fed += x.numel()
-            loss = engine(input_ids=x, labels=x).loss  # HF shifts labels inside
-            engine.backward(loss)
-            engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
-            loss_sum += loss.item()
-        step += 1
+        # 4) measure, evaluate, checkpoint
         metrics: dict[str, float] = {}
-
-        if step % p.log_every == 0 or step == p.max_steps:
-            dt = time.perf_counter() - t_last
-            fed_all = _sum_over_ranks(fed, device)  # every rank logs at this step: a collective
-            tokens_seen, fed = tokens_seen + fed_all, 0
-            metrics |= {
-                "train_loss": loss_sum / p.grad_accum_steps,
-                "lr": engine.get_lr()[0],
-                "tokens": tokens_seen,
-                "tokens_per_s": fed_all / dt,
-            }
-            t_last = time.perf_counter()
-        if step % p.eval_every == 0 or step == p.max_steps:
-            metrics["val_loss"] = evaluate(engine, p, device)
-
+        if st.step % p.log_every == 0 or st.step == p.max_steps:
+            metrics |= window.metrics(backend, st, cfg, p.use_gpu)
+        if cfg.val_uri and (st.step % p.eval_every == 0 or st.step == p.max_steps):
+            metrics |= evaluate(backend, val, device)
         if metrics:
-            metrics["step"] = step
-            latest |= metrics
-            if logger is not None:
-                logger.log(metrics, step)
-            if rank == 0:
-                _progress(step, p.max_steps, metrics)
-        if step % p.checkpoint_every == 0 and step < p.max_steps:
-            _save_checkpoint(engine, step, metrics)
+            metrics["step"] = st.step
+            log.log(metrics, st.step)
+        if st.step % p.checkpoint_every == 0 and st.step < p.max_steps:
+            _save(backend, st, rank, data, metrics)
         elif metrics:
             ray.train.report(metrics)
 
-    # 4) export the final weights in Hugging Face format, written by rank 0 only, with
-    # the loss of the trained weights on a fixed probe, which the export must reproduce.
-    # Ray Train keeps the metrics of checkpointed reports only: the export carries them all
-    latest["probe_loss"] = probe_loss(engine, model.config.vocab_size, cfg.seq_len, device)
-    _export_hf(engine, model, cfg, rank, {**latest, "step": step, "checkpoint_kind": 1.0})
+    # 5) export the final weights in Hugging Face format, written by rank 0 only, with
+    # the loss of the trained weights on a fixed probe, which the export must reproduce
+    x = probe_ids(model.config.vocab_size, cfg.seq_len)
+    final = {**log.latest, "probe_loss": float(backend.loss(x)), "step": st.step}
+    _export_hf(backend, model, cfg, rank, {**final, "checkpoint_kind": 1.0})
 
 
-def _sum_over_ranks(n: int, device: torch.device) -> int:
-    import torch.distributed as dist
+class Window:
+    """The log window. Each step's loss sum is all-reduced once (the step's only host
+    sync: it also decides whether the step is taken) and added up as a tensor; no
+    `.item()` per micro-batch."""
 
-    t = torch.tensor([n], dtype=torch.int64, device=device)  # NCCL reduces GPU tensors
-    if dist.is_initialized():
-        dist.all_reduce(t)
-    return int(t.item())
+    def __init__(self, device: torch.device, *, world: int, accum: int) -> None:
+        self.world, self.accum = world, accum
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0  # micro-batch mean losses summed into `loss`, over all ranks
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+
+    def finite(self, loss_sum: torch.Tensor) -> bool:
+        """All-reduce this rank's loss sum; the step is taken when the sum over ranks is
+        finite (a NaN or inf on any rank makes it so)."""
+        import torch.distributed as dist
+
+        t = loss_sum.detach().double().reshape(1).clone()
+        if dist.is_initialized():
+            dist.all_reduce(t)
+        ok = bool(torch.isfinite(t).item())
+        if ok:  # equal-sized micro-batches: the mean of their means is the token mean
+            self.loss += t[0]
+            self.count += self.accum * self.world
+        return ok
+
+    def poisoned(self, loss_sum: torch.Tensor) -> bool:
+        """`finite` on a NaN in place of this rank's loss (`pretrain.fault_nan_steps`)."""
+        return self.finite(loss_sum * float("nan"))
+
+    def metrics(self, backend: Any, st: State, cfg: LoopConfig, use_gpu: bool) -> dict[str, float]:
+        tokens_per_s = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        out = {
+            "lr": backend.lr(),
+            "tokens": float(st.tokens),
+            "tokens_per_s": tokens_per_s,
+            "tflops_per_device": tokens_per_s / self.world * cfg.flops_per_token / 1e12,
+            "skipped_steps": float(st.skipped_steps),
+        }
+        if self.count:
+            out["train_loss"] = float(self.loss) / self.count
+        norm = backend.grad_norm()
+        if norm is not None and math.isfinite(norm):
+            out["grad_norm"] = norm
+        peak = _peak_tflops(use_gpu)
+        if peak:  # on CPU, or a GPU not in the table, MFU is omitted, not invented
+            out["mfu"] = out["tflops_per_device"] / peak
+        self.loss.zero_()
+        self.count, self.tokens, self.t0 = 0, 0, time.perf_counter()
+        return out
+
+
+def _peak_tflops(use_gpu: bool) -> float | None:
+    if not use_gpu or not torch.cuda.is_available():
+        return None
+    from lmforge.train.hardware import peak_tflops_for_device
+
+    return peak_tflops_for_device(torch.cuda.get_device_name())
 
 
 def probe_ids(vocab_size: int, seq_len: int) -> torch.Tensor:
@@ -168,65 +240,112 @@ def probe_ids(vocab_size: int, seq_len: int) -> torch.Tensor:
     return (torch.arange(seq_len, dtype=torch.int64) * 7 % vocab_size).unsqueeze(0)
 
 
-def probe_loss(engine: Any, vocab_size: int, seq_len: int, device: torch.device) -> float:
-    """The engine's loss on `probe_ids`: a fingerprint of the trained weights that a
-    loaded export must reproduce. Every rank calls it (ZeRO-3's forward is a collective)."""
-    engine.eval()
-    x = probe_ids(vocab_size, seq_len).to(device)
-    with torch.no_grad():
-        return float(engine(input_ids=x, labels=x).loss.item())
-
-
-def evaluate(engine: Any, p: PretrainConfig, device: torch.device) -> float:
-    """Mean loss over up to eval_batches validation micro-batches, averaged over ranks."""
-    import ray.train
+def evaluate(backend: Any, val: list[torch.Tensor], device: torch.device) -> dict[str, float]:
+    """Mean loss and perplexity over this rank's validation batches, over all ranks (each
+    rank has the same number of batches: a ZeRO-3 forward is a collective)."""
     import torch.distributed as dist
 
-    engine.eval()
-    total, count = torch.zeros(2, dtype=torch.float64)
-    shard = ray.train.get_dataset_shard("val") if _has_val() else None
-    if shard is not None:
-        with torch.no_grad():
-            for i, x in enumerate(batches(shard, p.micro_batch_size, repeat=False)):
-                if i >= p.eval_batches:
-                    break
-                total += engine(input_ids=x.to(device), labels=x.to(device)).loss.item()
-                count += 1
-    t = torch.tensor([float(total), float(count)], dtype=torch.float64, device=device)
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    for x in val:
+        total[0] += backend.loss(x).double()
+        total[1] += 1
     if dist.is_initialized():
-        dist.all_reduce(t)  # every rank joins, even one whose shard was empty
-    return float(t[0] / t[1]) if t[1] > 0 else float("nan")
+        dist.all_reduce(total)
+    if total[1] == 0:
+        return {}
+    loss = float(total[0] / total[1])
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
 
 
-def _has_val() -> bool:
-    import ray.train
+def _held_fractions(backend: Any, world: int) -> dict[str, float]:
+    """Each rank's share of the model's parameters right after construction."""
+    import torch.distributed as dist
 
-    try:
-        ray.train.get_dataset_shard("val")
-    except (KeyError, ValueError):
-        return False
-    return True
+    held, total = backend.held_parameters()
+    t = torch.zeros(world, dtype=torch.float64, device=backend.device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    t[rank] = held / max(total, 1)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return {f"params_held_fraction_rank{r}": float(t[r]) for r in range(world)}
 
 
-def _save_checkpoint(engine: Any, step: int, metrics: dict[str, float]) -> None:
-    """Every rank writes its ZeRO shard into one directory; Ray Train uploads them all
-    to the same checkpoint in the run's storage."""
+def _rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(
+    backend: Any, st: State, rank: int, data: TrainBatches, metrics: dict[str, float]
+) -> None:
+    """Every rank writes its shard of the DeepSpeed state, its RNG states and its data
+    position into one directory; Ray Train uploads them all into one checkpoint."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as d:
-        engine.save_checkpoint(d, tag="ds", client_state={"step": step})
+        backend.save(d, client_state=vars(st).copy())
+        rank_state = {"rng": _rng_state(), "data_position": data.position(st.step)}
+        torch.save(rank_state, os.path.join(d, f"rank_{rank}.pt"))
         ray.train.report(
-            {**metrics, "step": step, "checkpoint_kind": 0.0},
+            {**metrics, "step": st.step, "checkpoint_kind": 0.0},
             checkpoint=ray.train.Checkpoint.from_directory(d),
         )
 
 
+def _report_stop(metrics: dict[str, float], rank: int) -> None:
+    import json
+
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        checkpoint = None
+        if rank == 0:
+            with open(os.path.join(d, "nonfinite_stop.json"), "w") as f:
+                json.dump(metrics, f)
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _restore(backend: Any, d: str, rank: int, data: TrainBatches) -> State:
+    client = backend.load(d)
+    st = State(**{k: int(client[k]) for k in vars(State()) if k in client})
+    rank_file = os.path.join(d, f"rank_{rank}.pt")
+    if not os.path.exists(rank_file):
+        raise RuntimeError(
+            f"the checkpoint has no state for rank {rank}: it was written by fewer workers; "
+            "resume with the pretrain.num_workers it was written with"
+        )
+    rank_state = torch.load(rank_file, weights_only=False)
+    expected = data.position(st.step)
+    if rank_state["data_position"] != expected:
+        raise RuntimeError(
+            f"rank {rank} saved data position {rank_state['data_position']} at step {st.step} "
+            f"but the data order gives {expected}: the token shards, seed or batch shape changed"
+        )
+    _set_rng_state(rank_state["rng"])
+    return st
+
+
 def _export_hf(
-    engine: Any, model: Any, cfg: LoopConfig, rank: int, metrics: dict[str, float]
+    backend: Any, model: Any, cfg: LoopConfig, rank: int, metrics: dict[str, float]
 ) -> None:
     import ray.train
 
-    state = sharding.full_state_dict(engine)  # a collective under ZeRO-3: all ranks call it
+    state = backend.full_state_dict()  # a collective under ZeRO-3: all ranks call it
     with tempfile.TemporaryDirectory() as d:
         checkpoint = None
         if rank == 0 and state is not None:
@@ -238,16 +357,63 @@ def _export_hf(
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def _rank0_logger(cfg: LoopConfig, rank: int) -> Any:
-    if rank != 0 or not cfg.run_id or not cfg.tracking_uri:
-        return None
-    from lmforge.platform.tracking import RunLogger
+class Rank0Log:
+    """MLflow and the progress line, on rank 0 only. After a restart the steps already
+    in the run are replayed, not logged again: their train loss is compared with the
+    logged one and the largest difference is logged when the replay is over."""
 
-    return RunLogger(cfg.tracking_uri, cfg.run_id)
+    def __init__(self, cfg: LoopConfig, rank: int) -> None:
+        self.rank = rank
+        self.latest: dict[str, float] = {}  # the last value of each metric, for the export
+        self.logger: Any = None
+        self.logged: dict[int, float] = {}
+        self.last_logged = 0
+        self.replay_diff = 0.0
+        self.replaying = False
+        if rank == 0 and cfg.run_id and cfg.tracking_uri:
+            from lmforge.platform.tracking import RunLogger
+
+            self.logger = RunLogger(cfg.tracking_uri, cfg.run_id)
+
+    def start(self, st: State, held: dict[str, float]) -> None:
+        if self.logger is None:
+            return
+        history = self.logger.history("train_loss")
+        self.logged = {step: value for step, value in history}
+        steps = [s for s, _ in history] + [s for s, _ in self.logger.history("val_loss")]
+        self.last_logged = max(steps, default=0)
+        self.replaying = self.last_logged > st.step
+        if st.step or self.last_logged:  # a restart, or a resubmitted job: count it
+            restarts = 1 + int(max((v for _, v in self.logger.history("restarts")), default=0))
+            self.logger.log({"restarts": restarts, "resumed_from_step": st.step}, st.step)
+            print(f"[lmforge pretrain] restart {restarts}: resumed at step {st.step}", flush=True)
+        else:
+            self.logger.log(held, 0)
+
+    def skipped(self, st: State) -> None:
+        if self.rank == 0:
+            print(f"[lmforge pretrain] step {st.step}: non-finite loss, update skipped", flush=True)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.latest |= metrics
+        if self.rank != 0:
+            return
+        if step <= self.last_logged:  # replayed after a restart: compare, do not log again
+            if step in self.logged and "train_loss" in metrics:
+                self.replay_diff = max(
+                    self.replay_diff, abs(metrics["train_loss"] - self.logged[step])
+                )
+            return
+        if self.replaying and self.logger is not None:
+            self.logger.log({"resume_replay_max_diff": self.replay_diff}, step)
+            self.replaying = False
+        if self.logger is not None:
+            self.logger.log(metrics, step)
+        _progress(step, metrics)
 
 
-def _progress(step: int, max_steps: int, m: dict[str, float]) -> None:
-    parts = [f"step {step}/{max_steps}"]
+def _progress(step: int, m: dict[str, float]) -> None:
+    parts = [f"step {step}"]
     if "train_loss" in m:
         parts += [
             f"loss {m['train_loss']:.4f}",
@@ -255,6 +421,10 @@ def _progress(step: int, max_steps: int, m: dict[str, float]) -> None:
             f"{m['tokens_per_s']:,.0f} tok/s",
             f"{int(m['tokens']):,} tokens",
         ]
+        if "grad_norm" in m:
+            parts.append(f"grad_norm {m['grad_norm']:.3f}")
+        if "mfu" in m:
+            parts.append(f"MFU {m['mfu']:.1%}")
     if "val_loss" in m:
         parts.append(f"val_loss {m['val_loss']:.4f}")
     print(f"[lmforge pretrain] {' | '.join(parts)}", flush=True)

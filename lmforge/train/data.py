@@ -1,0 +1,190 @@
+"""Token batches whose position is a function of the optimizer step: exact, resumable.
+
+Ray Data's `streaming_split` hands blocks to whichever worker asks first, so which
+sequences a rank sees depends on timing, and a restarted worker group starts its
+iterator from the first block: a resume would reuse some sequences and skip others.
+Here, as in Levanter and torchtitan, every rank reads the token shards itself (local or
+`s3://`, through pyarrow) and the order is arithmetic:
+
+- an epoch is a seeded permutation of the split's Parquet row groups, and within each
+  row group a seeded permutation of its rows (seed, epoch and group number seed numpy's
+  generator, so every rank and every restart computes the same order without talking);
+- optimizer step `s` of the run consumes the epoch's sequences `[k*G, (k+1)*G)` with
+  `G = world * micro_batch * accum` and `k = s mod steps_per_epoch`; rank `r` takes its
+  `micro_batch * accum` consecutive ones of them;
+- an epoch's last `N mod G` sequences (fewer than one global batch) are not used in that
+  epoch, like `drop_last`; the next epoch's permutation is a different one.
+
+The data position of a rank at a step is therefore `(epoch, first sequence)`, saved with
+every checkpoint and checked on resume. Validation reads the first sequences of the val
+split in file order, the same ones at every evaluation.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.platform import storage
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """The row groups of one split: (file URI, row group number, rows) in file order."""
+
+    groups: tuple[tuple[str, int, int], ...]
+
+    @property
+    def sequences(self) -> int:
+        return sum(g[2] for g in self.groups)
+
+
+def index_split(uri: str) -> SplitIndex:
+    """List the Parquet files of a split folder (sorted by name) and their row groups,
+    from the files' footers only."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return SplitIndex(())
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet"))
+    groups: list[tuple[str, int, int]] = []
+    for f in files:
+        with fs.open_input_file(f) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        groups += [(f, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+    return SplitIndex(tuple(g for g in groups if g[2] > 0))
+
+
+class _RowGroups:
+    """Reads `input_ids` of one row group as an (rows, seq_len) int64 array; keeps the last
+    few (consecutive sequences of an epoch mostly come from the same group)."""
+
+    def __init__(self, uri: str, seq_len: int, keep: int = 4) -> None:
+        self.fs, _ = storage.filesystem(uri)
+        self.seq_len = seq_len
+        self.keep = keep
+        self.cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+
+    def get(self, path: str, group: int) -> np.ndarray:
+        key = (path, group)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        import pyarrow.parquet as pq
+
+        with self.fs.open_input_file(path) as handle:
+            col = pq.ParquetFile(handle).read_row_group(group, columns=["input_ids"])["input_ids"]
+        values = np.asarray(col.combine_chunks().flatten(), dtype=np.int64)
+        rows = values.reshape(-1, self.seq_len)
+        self.cache[key] = rows
+        while len(self.cache) > self.keep:
+            self.cache.popitem(last=False)
+        return rows
+
+
+class TrainBatches:
+    """The micro-batches of each optimizer step for one rank (see the module docstring)."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        seq_len: int,
+        seed: int,
+        rank: int,
+        world: int,
+        micro_batch_size: int,
+        grad_accum_steps: int,
+        index: SplitIndex | None = None,
+    ) -> None:
+        self.index = index or index_split(uri)
+        self.seed, self.rank = seed, rank
+        self.micro, self.accum = micro_batch_size, grad_accum_steps
+        self.global_batch = world * micro_batch_size * grad_accum_steps
+        self.steps_per_epoch = self.index.sequences // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the train split holds {self.index.sequences} sequences, fewer than one global "
+                f"batch of {self.global_batch} (num_workers x micro_batch_size x "
+                "grad_accum_steps); make more data or a smaller batch"
+            )
+        self.reader = _RowGroups(uri, seq_len)
+        self._epoch: int | None = None
+        self._order: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._starts: list[int] = []
+        self._rows: dict[int, np.ndarray] = {}
+
+    def position(self, step: int) -> dict[str, int]:
+        """Where this rank reads for optimizer step `step` (0-based): epoch and the index
+        in the epoch's order of its first sequence."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        first = k * self.global_batch + self.rank * self.micro * self.accum
+        return {"epoch": epoch, "first_sequence": first, "sequences": self.micro * self.accum}
+
+    def step_batches(self, step: int) -> list[torch.Tensor]:
+        """`grad_accum_steps` (micro_batch_size, seq_len) int64 tensors for step `step`."""
+        pos = self.position(step)
+        self._set_epoch(pos["epoch"])
+        rows = np.stack(
+            [self._sequence(pos["first_sequence"] + i) for i in range(pos["sequences"])]
+        )
+        return [
+            torch.from_numpy(rows[m * self.micro : (m + 1) * self.micro]) for m in range(self.accum)
+        ]
+
+    def _set_epoch(self, epoch: int) -> None:
+        if epoch == self._epoch:
+            return
+        rng = np.random.default_rng([self.seed, epoch])
+        self._order = rng.permutation(len(self.index.groups))
+        sizes = [self.index.groups[g][2] for g in self._order]
+        self._starts = list(np.cumsum([0, *sizes[:-1]]))
+        self._rows, self._epoch = {}, epoch
+
+    def _sequence(self, i: int) -> np.ndarray:
+        slot = bisect.bisect_right(self._starts, i) - 1
+        g = int(self._order[slot])
+        if g not in self._rows:  # the row order inside group g for this epoch
+            n = self.index.groups[g][2]
+            rng = np.random.default_rng([self.seed, self._epoch or 0, g])
+            self._rows = {g: rng.permutation(n)}  # one group at a time is enough
+        path, group, _ = self.index.groups[g]
+        return self.reader.get(path, group)[self._rows[g][i - self._starts[slot]]]
+
+
+def val_batches(
+    uri: str, *, seq_len: int, rank: int, world: int, micro_batch_size: int, max_batches: int
+) -> list[torch.Tensor]:
+    """This rank's share of the first `max_batches * world` validation micro-batches, in
+    file order: batch b of rank r holds sequences [(b*world + r)*B, ... + B). Every rank
+    gets the same number of batches (a ZeRO-3 forward is a collective)."""
+    index = index_split(uri)
+    reader = _RowGroups(uri, seq_len)
+    flat: list[np.ndarray] = []
+    need = max_batches * world * micro_batch_size
+    for path, group, _ in index.groups:
+        if sum(len(a) for a in flat) >= need:
+            break
+        flat.append(reader.get(path, group))
+    if not flat:
+        return []
+    rows = np.concatenate(flat)[:need]
+    out = []
+    for b in range(max_batches):
+        if (b + 1) * world * micro_batch_size > len(rows):
+            break
+        lo = (b * world + rank) * micro_batch_size
+        out.append(torch.from_numpy(rows[lo : lo + micro_batch_size].copy()))
+    return out
+
+
+def describe(index: SplitIndex) -> dict[str, Any]:
+    return {"row_groups": len(index.groups), "sequences": index.sequences}
