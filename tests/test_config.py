@@ -30,7 +30,7 @@ def test_shipped_recipes_validate(path: Path) -> None:
 
 def test_gpu_recipes_fit_h100_memory() -> None:
     """The GPU recipes' model states fit 80 GB H100s under their ZeRO stage."""
-    for name in ("1b-1gpu", "7b-8xh100", "500b-plan"):
+    for name in ("pretrain-1b-1gpu", "pretrain-8b-8xh100", "plan-500b"):
         r = load_recipe(ROOT / "configs" / f"{name}.yaml")
         assert r.pretrain.use_gpu and r.pretrain.precision == "bf16"
         s = estimate(
@@ -189,7 +189,7 @@ def test_cli_fails_in_one_line_before_ray(
 def test_presets_json_counts_the_built_model_and_matches_llama_3(tmp_path: Path) -> None:
     """`lmforge presets --json`: counts from the model built on the meta device; the Llama 3
     shapes give Meta's published sizes and the MAI-1 plan is 500B within 2%, at the
-    128,256-token vocabulary of Llama 3 and `configs/500b-plan.yaml`."""
+    128,256-token vocabulary of Llama 3 and `configs/plan-500b.yaml`."""
     import json
 
     proc = subprocess.run(

@@ -59,7 +59,7 @@ def pipeline(
         f"serve.port={free_port()}",
         "serve.blocking=true",  # serve until Ctrl-C, as `make demo` does
     ]
-    config = ROOT / "configs" / "cpu-smoke.yaml"
+    config = ROOT / "configs" / "pretrain-cpu-smoke.yaml"
     cmd = [*lmforge_cmd(), "run", "--config", str(config)]
     cmd += [arg for item in sets for arg in ("--set", item)]
     log = work / "lmforge-run.log"
