@@ -120,6 +120,10 @@ def test_presets_lists_every_preset_with_its_sizing(tmp_path: Path, args: list[s
 
 
 # Files each case needs, made under `given/` before the command runs.
+TOKENS_MANIFEST = (
+    '{{"seq_len": {seq_len}, "vocab_size": 128256, '
+    '"splits": {{"train": {{"sequences": {train}}}, "val": {{"sequences": 0}}}}}}'
+)
 PICKLE_ONLY = {"pickle-model/config.json": "{}", "pickle-model/pytorch_model.bin": "not opened"}
 EVAL_RECIPE = {
     "corpus.jsonl": '{"id": "d1", "text": "a document"}\n',
@@ -152,10 +156,26 @@ EVAL_RECIPE = {
           "--set", "pretrain.num_workers=2", "--set", "pretrain.cpus_per_worker=1"],
          {"tokens/manifest.json": '{"seq_len": 64}'},
          "pretrain.cpus_per_worker: 2 workers x 1 CPU reserve 2 of the local Ray's 2 CPUs"),
+        (["pretrain", "--input", "GIVEN/tokens", "--output", "OUT", "--set", "ray.num_cpus=2",
+          "--set", "pretrain.num_workers=1", "--set", "pretrain.preset=70b",
+          "--set", "pretrain.gpu=H100-SXM"],
+         {"tokens/manifest.json": TOKENS_MANIFEST.format(seq_len=8192, train=10**6)},
+         "pretrain.gpu: 70b needs"),
+        (["pretrain", "--set", "pretrain.gpu=H900"], {}, "config field 'pretrain.gpu'"),
+        (["pretrain", "--input", "GIVEN/tokens", "--output", "OUT", "--set", "ray.num_cpus=2",
+          "--set", "pretrain.preset=tiny", "--set", "pretrain.cpus_per_worker=0.5"],
+         {"tokens/manifest.json": TOKENS_MANIFEST.format(seq_len=1024, train=10**6)},
+         "pretrain.preset: tiny allows sequences of 512 tokens, the token shards hold 1024"),
+        (["pretrain", "--input", "GIVEN/tokens", "--output", "OUT", "--set", "ray.num_cpus=2",
+          "--set", "pretrain.preset=tiny", "--set", "pretrain.cpus_per_worker=0.5",
+          "--set", "pretrain.grad_accum_steps=4"],
+         {"tokens/manifest.json": TOKENS_MANIFEST.format(seq_len=64, train=40)},
+         "pretrain.micro_batch_size: one global batch is 64 sequences"),
     ],
     ids=["curate-input", "pretrain-field", "pretrain-preset", "tokenize-config",
          "tokenize-input", "pretrain-no-manifest", "register-no-config", "serve-pickle",
-         "curate-eval-set", "pretrain-cpus"],
+         "curate-eval-set", "pretrain-cpus", "pretrain-memory", "pretrain-gpu-name",
+         "pretrain-seq-len", "pretrain-global-batch"],
 )  # fmt: skip
 def test_cli_fails_in_one_line_before_ray(
     tmp_path: Path, args: list[str], given: dict[str, str], message: str

@@ -9,6 +9,7 @@ wires it to MLflow (params, final metrics, the loss curves) and writes the manif
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
@@ -22,24 +23,27 @@ def validate(recipe: Recipe) -> None:
     cfg = recipe.pretrain
     assert cfg.input is not None
     check_inputs([cfg.input], what="pretrain")
-    if not storage.is_remote(cfg.input) and storage.read_manifest(cfg.input) is None:
+    manifest = storage.read_manifest(cfg.input)
+    if not storage.is_remote(cfg.input) and manifest is None:
         raise ConfigError(f"pretrain.input: {cfg.input} has no manifest.json; run `tokenize` first")
     _check_local_cpus(recipe)
+    if manifest is not None:  # the shape, batch and memory checks need the shards' manifest
+        trainer.check_shape(cfg, manifest)
+        _check_memory(recipe, manifest)
 
 
-def _check_memory(recipe: Recipe, plan: trainer.Plan) -> None:
+def _check_memory(recipe: Recipe, manifest: dict[str, Any]) -> None:
     """With `pretrain.gpu` named, the planner's per-GPU memory (model states under the
     ZeRO stage, activations with or without checkpointing) must fit that GPU."""
     cfg = recipe.pretrain
-    if cfg.gpu is None:
+    if cfg.gpu is None or "seq_len" not in manifest:
         return
     from lmforge.train.planner import memory_fit
 
     fit = memory_fit(
-        params=plan.sizing.params,
         preset=cfg.preset,
-        vocab_size=int(plan.llama_config["vocab_size"]),
-        seq_len=plan.seq_len,
+        vocab_size=int(manifest.get("vocab_size", recipe.tokenize.vocab_size)),
+        seq_len=int(manifest["seq_len"]),
         micro_batch_size=cfg.micro_batch_size,
         gpu=cfg.gpu,
         gpus=cfg.num_workers,
@@ -51,8 +55,8 @@ def _check_memory(recipe: Recipe, plan: trainer.Plan) -> None:
             f"pretrain.gpu: {cfg.preset} needs {fit.per_gpu_gib:.1f} GiB per {cfg.gpu} "
             f"({fit.capacity_gib:.0f} GiB usable) with zero_stage {cfg.zero_stage}, "
             f"{cfg.num_workers} workers, micro_batch_size {cfg.micro_batch_size} and "
-            f"activation_checkpointing {cfg.activation_checkpointing}: "
-            f"{fit.summary}; `lmforge plan` shows the breakdown"
+            f"activation_checkpointing {cfg.activation_checkpointing} ({fit.summary}); "
+            "`lmforge plan` shows the breakdown"
         )
 
 
@@ -87,7 +91,6 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     validate(recipe)
     tokens, output = storage.absolute(cfg.input), storage.absolute(cfg.output)
     plan = trainer.plan(cfg, tokens)
-    _check_memory(recipe, plan)
     shape = {"preset_shape": get_preset(cfg.preset).as_dict()}
     params = {**cfg.model_dump(), **shape, "params": plan.sizing.params}
     name = trainer.run_name(recipe.name)

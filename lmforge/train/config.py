@@ -68,6 +68,15 @@ class PretrainConfig(Section):
         "checkpoints (default: <output>/ray_train).",
     )
 
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str | None) -> str | None:
+        if v is not None:
+            from lmforge.train.hardware import get_gpu
+
+            get_gpu(v)  # ValueError listing the known names
+        return v
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:

@@ -42,27 +42,36 @@ class Plan:
     flops_per_token: float
 
 
-def plan(cfg: PretrainConfig, tokens: str) -> Plan:
-    """The model config for the shards' tokenizer and sequence length; ConfigError, naming
-    the field, when the preset cannot take them or the data holds no global batch."""
-    from lmforge.train.hardware import flops_per_token
-
-    manifest = storage.read_manifest(tokens) or {}
+def check_shape(cfg: PretrainConfig, manifest: dict[str, Any]) -> None:
+    """ConfigError, naming the field, when the preset cannot take the shards' sequence
+    length or the train split holds less than one global batch (from the manifest of
+    the token shards: called before any worker starts)."""
     preset = get_preset(cfg.preset)
-    seq_len = int(manifest["seq_len"])
+    seq_len = int(manifest.get("seq_len", 0))
     if seq_len > preset.max_seq_len:
         raise ConfigError(
             f"pretrain.preset: {cfg.preset} allows sequences of {preset.max_seq_len} tokens, "
             f"the token shards hold {seq_len} (tokenize.seq_len)"
         )
-    train_sequences = int(manifest["splits"]["train"]["sequences"])
+    train = manifest.get("splits", {}).get("train", {}).get("sequences")
     global_batch = cfg.num_workers * cfg.micro_batch_size * cfg.grad_accum_steps
-    if train_sequences < global_batch:
+    if train is not None and int(train) < global_batch:
         raise ConfigError(
             f"pretrain.micro_batch_size: one global batch is {global_batch} sequences "
             f"(num_workers {cfg.num_workers} x micro_batch_size {cfg.micro_batch_size} x "
-            f"grad_accum_steps {cfg.grad_accum_steps}), the train split holds {train_sequences}"
+            f"grad_accum_steps {cfg.grad_accum_steps}), the train split holds {train}"
         )
+
+
+def plan(cfg: PretrainConfig, tokens: str) -> Plan:
+    """The model config for the shards' tokenizer and sequence length (`check_shape`
+    first)."""
+    from lmforge.train.hardware import flops_per_token
+
+    manifest = storage.read_manifest(tokens) or {}
+    check_shape(cfg, manifest)
+    preset = get_preset(cfg.preset)
+    seq_len = int(manifest["seq_len"])
     tok = load_tokenizer(storage.join(tokens, "tokenizer"))
     llama = preset.llama_config(
         vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
