@@ -230,3 +230,24 @@ def test_presets_json_counts_the_built_model_and_matches_llama_3(tmp_path: Path)
     zero3 = out["500b"]["model_states_gib_per_gpu"]["zero3"]
     assert zero3 == pytest.approx(16 * out["500b"]["params"] / 1024 / 2**30, abs=1e-3)
     assert out["tiny"]["params"] == estimate(PRESETS["tiny"], vocab_size=128256, num_gpus=1).params
+
+
+def test_gpu_recipes_configure_deepspeed_for_gpus_and_mfu_has_a_peak() -> None:
+    """The GPU path, checked where there is no GPU: the 8B recipe's DeepSpeed config is
+    bf16 ZeRO-3 with communication overlap and the 4M-token step its comment states, and
+    the device names CUDA reports map to the peaks MFU divides by (unknown ones to None:
+    MFU is then omitted, not invented)."""
+    from lmforge.train.hardware import peak_tflops_for_device
+    from lmforge.train.sharding import deepspeed_config
+
+    r = load_recipe(ROOT / "configs" / "pretrain-8b-8xh100.yaml")
+    ds = deepspeed_config(r.pretrain)
+    assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3 and zero["overlap_comm"]
+    assert zero["stage3_gather_16bit_weights_on_model_save"]  # the export gathers weights
+    step = ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"]
+    assert step * r.pretrain.num_workers * r.tokenize.seq_len == 4 * 2**20
+    assert peak_tflops_for_device("NVIDIA H100 80GB HBM3") == 989
+    assert peak_tflops_for_device("NVIDIA A100-SXM4-80GB") == 312
+    assert peak_tflops_for_device("Some Future GPU") is None

@@ -64,7 +64,7 @@ def index_split(uri: str) -> SplitIndex:
 
 
 class _RowGroups:
-    """Reads `input_ids` of one row group as an (rows, seq_len) int64 array; keeps the last
+    """Reads `input_ids` of one row group as a (rows, seq_len) array; keeps the last
     few (consecutive sequences of an epoch mostly come from the same group)."""
 
     def __init__(self, uri: str, seq_len: int, keep: int = 4) -> None:
@@ -82,7 +82,7 @@ class _RowGroups:
 
         with self.fs.open_input_file(path) as handle:
             col = pq.ParquetFile(handle).read_row_group(group, columns=["input_ids"])["input_ids"]
-        values = np.asarray(col.combine_chunks().flatten(), dtype=np.int64)
+        values = np.asarray(col.combine_chunks().flatten())  # int32, as tokenize writes
         rows = values.reshape(-1, self.seq_len)
         self.cache[key] = rows
         while len(self.cache) > self.keep:
@@ -136,9 +136,8 @@ class TrainBatches:
         rows = np.stack(
             [self._sequence(pos["first_sequence"] + i) for i in range(pos["sequences"])]
         )
-        return [
-            torch.from_numpy(rows[m * self.micro : (m + 1) * self.micro]) for m in range(self.accum)
-        ]
+        ids = torch.from_numpy(rows.astype(np.int64))  # embedding lookups take int64
+        return [ids[m * self.micro : (m + 1) * self.micro] for m in range(self.accum)]
 
     def _set_epoch(self, epoch: int) -> None:
         if epoch == self._epoch:
@@ -182,7 +181,7 @@ def val_batches(
         if (b + 1) * world * micro_batch_size > len(rows):
             break
         lo = (b * world + rank) * micro_batch_size
-        out.append(torch.from_numpy(rows[lo : lo + micro_batch_size].copy()))
+        out.append(torch.from_numpy(rows[lo : lo + micro_batch_size].astype(np.int64)))
     return out
 
 
