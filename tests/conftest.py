@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,35 @@ def shared(relpath: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared data folder is not beside this checkout)")
     return path
+
+
+@contextmanager
+def moto_s3(*buckets: str, endpoint_in_env: bool) -> Iterator[tuple[str, Any]]:
+    """moto's S3 server on loopback with `buckets`; yields (host:port, a boto3 client).
+    Test credentials are in the environment meanwhile (Ray's workers inherit them, as a
+    cluster's nodes have their own); `endpoint_in_env` also sets AWS_ENDPOINT_URL, which
+    pyarrow reads, and otherwise removes it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("AWS_ACCESS_KEY_ID", "testing")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            if endpoint_in_env:
+                env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+            else:
+                env.delenv("AWS_ENDPOINT_URL", raising=False)
+            client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+            for bucket in buckets:
+                client.create_bucket(Bucket=bucket)
+            yield f"127.0.0.1:{port}", client
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from lmforge.jobs.recipe import Recipe, load_recipe
 
-from conftest import free_port
+from conftest import moto_s3
 
 MAX_STEPS = 18
 CHECKPOINT_EVERY = 3
@@ -38,23 +38,12 @@ def s3_ray() -> Iterator[str]:
     """A moto S3 server with bucket `ckpt`, then a local Ray whose workers find it through
     the environment (AWS_ENDPOINT_URL, read by pyarrow), as a cluster's nodes would."""
     pytest.importorskip("moto.server")
-    import boto3
     import ray
-    from moto.server import ThreadedMotoServer
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="ckpt")
+    with moto_s3("ckpt", endpoint_in_env=True):
         ray.init(address="local", num_cpus=2, include_dashboard=False)
         yield "s3://ckpt"
         ray.shutdown()
-    server.stop()
 
 
 def recipe(work: Path, stage: str, inputs: list[str], output: str, *sets: str) -> Recipe:

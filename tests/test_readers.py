@@ -20,7 +20,7 @@ import zstandard
 from lmforge.pipelines import resume
 from lmforge.pipelines.readers import expand, parse_file, public_uri, read_rows, split_hf
 
-from conftest import free_port
+from conftest import moto_s3
 
 LIMIT = 1_000_000
 
@@ -178,23 +178,12 @@ def s3_server() -> Iterator[str | None]:
     the environment, as on a cluster whose nodes have their own. The endpoint is not in
     the environment: the tests give it to the driver, which resolves the filesystem."""
     try:
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError:  # moto[server] is a test dependency
         yield None
         return
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        env.delenv("AWS_ENDPOINT_URL", raising=False)
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-        client.create_bucket(Bucket="corpus")
+    with moto_s3("corpus", endpoint_in_env=False) as (endpoint, client):
 
         def put(key: str, body: bytes) -> None:
             client.put_object(Bucket="corpus", Key=key, Body=body)
@@ -206,8 +195,7 @@ def s3_server() -> Iterator[str | None]:
         put("in/more/c.parquet", sink.getvalue().to_pybytes())
         put("in/notes.csv", b"id,text\nv1,csv on s3\n")
         put("other/z.jsonl", json.dumps({"id": "z1"}).encode())
-        yield f"127.0.0.1:{port}"
-    server.stop()
+        yield endpoint
 
 
 @pytest.fixture

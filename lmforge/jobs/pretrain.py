@@ -97,6 +97,8 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     resume = trainer.unfinished_run(cfg, output, name)  # a resubmitted job continues
     if resume:
         print(f"[lmforge pretrain] resuming {name} (MLflow run {resume}) from its checkpoints")
+    else:
+        trainer.reset_run(cfg, output, name)
 
     with stage_context(
         "pretrain", recipe, params, parent_run_id=parent_run_id, resume_run_id=resume

@@ -25,7 +25,6 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -103,9 +102,8 @@ class TrainBatches:
         world: int,
         micro_batch_size: int,
         grad_accum_steps: int,
-        index: SplitIndex | None = None,
     ) -> None:
-        self.index = index or index_split(uri)
+        self.index = index_split(uri)
         self.seed, self.rank = seed, rank
         self.micro, self.accum = micro_batch_size, grad_accum_steps
         self.global_batch = world * micro_batch_size * grad_accum_steps
@@ -183,7 +181,3 @@ def val_batches(
         lo = (b * world + rank) * micro_batch_size
         out.append(torch.from_numpy(rows[lo : lo + micro_batch_size].astype(np.int64)))
     return out
-
-
-def describe(index: SplitIndex) -> dict[str, Any]:
-    return {"row_groups": len(index.groups), "sequences": index.sequences}

@@ -96,21 +96,28 @@ def storage_root(cfg: PretrainConfig, output: str) -> str:
     return cfg.storage_path or storage.join(output, "ray_train")
 
 
+def _marker(cfg: PretrainConfig, output: str, name: str) -> str:
+    return storage.join(storage_root(cfg, output), f"{name}.lmforge.json")
+
+
 def unfinished_run(cfg: PretrainConfig, output: str, name: str) -> str | None:
     """The MLflow run id of an earlier submission of this run that did not finish (its
-    checkpoints are in storage), or None: then any old state of the name is removed and
-    the run starts from step 0."""
-    marker = storage.join(storage_root(cfg, output), f"{name}.lmforge.json")
+    checkpoints are in storage), or None (never run, finished, or stopped)."""
+    marker = _marker(cfg, output, name)
     if storage.exists(marker):
         state = json.loads(storage.read_text(marker))
         if state.get("status") == "running" and state.get("mlflow_run_id"):  # not "stopped"
             return str(state["mlflow_run_id"])
-    storage.remove(storage.join(storage_root(cfg, output), name))
     return None
 
 
+def reset_run(cfg: PretrainConfig, output: str, name: str) -> None:
+    """Remove the Ray Train state of an earlier run of this name: it starts from step 0."""
+    storage.remove(storage.join(storage_root(cfg, output), name))
+
+
 def mark_run(cfg: PretrainConfig, output: str, name: str, mlflow_run_id: str, status: str) -> None:
-    marker = storage.join(storage_root(cfg, output), f"{name}.lmforge.json")
+    marker = _marker(cfg, output, name)
     storage.write_text(marker, json.dumps({"mlflow_run_id": mlflow_run_id, "status": status}))
 
 
