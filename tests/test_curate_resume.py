@@ -121,6 +121,8 @@ def test_killed_curate_resumes_without_duplicates(tmp_path: Path) -> None:
     assert resumed["dropped_by_reason"] == clean["dropped_by_reason"]
     assert resumed["counts"]["read"] == records
     assert kept_ids(out) == kept_ids(clean_out)
+    # the same kept rows, written in other files and another order: the same digest
+    assert resumed["digest"] == clean["digest"]
     assert len(set(kept_ids(out))) == len(kept_ids(out))
     # the planted copies and repeats: each text kept once, the others dropped as duplicates
     texts = kept_column(out, "text")

@@ -113,9 +113,34 @@ def test_model_registered_with_alias(pipeline: tuple[Recipe, Run]) -> None:
     recipe, run = pipeline
     client = MlflowClient(tracking_uri=recipe.mlflow.tracking_uri)
     mv = client.get_model_version_by_alias(recipe.register.model_name, "candidate")
-    register = client.get_run(run.child_runs(recipe)["register"])
-    assert mv.run_id == register.info.run_id
+    runs = run.child_runs(recipe)
+    register = client.get_run(runs["register"])
     assert float(mv.version) == register.data.metrics["model_version"]
+    # the pretrain run logged the model; the version is of that LoggedModel, so its run
+    # is the run that trained it
+    manifest = json.loads((Path(recipe.pretrain.output) / "manifest.json").read_text())
+    assert mv.run_id == runs["pretrain"]
+    assert mv.source == f"models:/{manifest['model_id']}"
+    assert client.get_logged_model(manifest["model_id"]).source_run_id == runs["pretrain"]
+    assert [m.model_id for m in register.inputs.model_inputs] == [manifest["model_id"]]
+    assert mv.tags["lmforge.register_run_id"] == runs["register"]
+    exp = client.get_experiment_by_name(recipe.mlflow.experiment)
+    assert exp is not None and exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_lineage_names_the_shards_and_the_raw_input(pipeline: tuple[Recipe, Run]) -> None:
+    recipe, run = pipeline
+    cmd = [*lmforge_cmd(), "lineage", f"models:/{recipe.register.model_name}@candidate"]
+    cmd += ["--set", f"mlflow.tracking_uri={recipe.mlflow.tracking_uri}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+    tokens = json.loads((Path(recipe.tokenize.output) / "manifest.json").read_text())
+    assert f"input   {recipe.tokenize.output}  digest {tokens['digest']}" in out
+    assert "input   builtin:python-docs" in out and "builtin:synthetic-examples" in out
+    assert f"endpoint  {run.base_url}" in out
+    assert run.child_runs(recipe)["pretrain"] in out
+    for folder in (recipe.curate.output, recipe.synthetic.output, recipe.pretrain.output):
+        m = json.loads((Path(folder) / "manifest.json").read_text())
+        assert len(m["digest"]) == 32 and m["recipe_digest"] and all(m["input_digests"].values())
 
 
 def test_parent_run_has_one_finished_child_per_stage(pipeline: tuple[Recipe, Run]) -> None:
@@ -216,6 +241,13 @@ def test_served_model_answers_through_openai_client(
     client = openai.OpenAI(base_url=run.base_url, api_key="unused")
     name = recipe.serve.served_model_name
     assert [m.id for m in client.models.list().data] == [name]
+    # the served model says which registry version and training run it is
+    mv = MlflowClient(recipe.mlflow.tracking_uri).get_model_version_by_alias(
+        recipe.register.model_name, "candidate"
+    )
+    card = client.models.list().data[0].model_extra or {}
+    assert card["lmforge_registry_version"] == mv.version
+    assert card["lmforge_run_id"] == mv.run_id
     tok = load_tokenizer(str(Path(recipe.pretrain.output) / "model"))
 
     prompt = "Return the number of items in a container"

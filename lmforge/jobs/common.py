@@ -92,4 +92,5 @@ def log_data_stage(manifest: dict[str, Any], output: str) -> dict[str, float]:
     tracking.log_metrics(metrics)
     tracking.log_dict(manifest, "manifest.json")
     tracking.set_tags({"lmforge.output": output})
+    tracking.record_output(output, manifest.get("digest"))
     return metrics

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, log_data_stage, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines import curation, resume
@@ -36,8 +37,13 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     inputs = [storage.absolute(u) for u in cfg.input]
     output = storage.absolute(cfg.output)
     validate(recipe)
+    fp = reuse.fingerprint("curate", recipe)
+    reuse.begin(output)
     with stage_context("curate", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
-        tracking.record_inputs(inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets])
+        tracking.record_inputs(
+            inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets],
+            digests=fp.input_digests,
+        )
         units = curation.plan_units(inputs, cfg.files_per_group)
         done = resume.finished(output, [u.key for u in units])
         print(f"[lmforge curate] {len(units)} input groups, {len(done)} already done", flush=True)
@@ -72,6 +78,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         if cfg.report:
             _report(rows, manifest, with_clusters=cfg.minhash.enabled)
         curation.finish(output)
+        reuse.finish(output, manifest, fp)
     return StageResult("curate", run_id, output, metrics, {"manifest": manifest})
 
 

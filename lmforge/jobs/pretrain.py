@@ -3,7 +3,9 @@
     python -m lmforge.jobs.pretrain --input TOKENS --output DIR [--set pretrain.preset=demo]
 
 The driver validates, sizes the model and runs `lmforge.train.trainer.fit`; this module
-wires it to MLflow (params, final metrics, the loss curves) and writes the manifest.
+wires it to MLflow (params, final metrics, the loss curves), logs the exported Hugging Face
+folder as the run's LoggedModel (what `register` makes a version of) and writes the
+manifest (the model id, the export's content digest).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
-from lmforge.platform import storage, tracking
+from lmforge.platform import digest, registry, storage, tracking
 from lmforge.platform.config import ConfigError
 from lmforge.train import trainer
 from lmforge.train.presets import get_preset
@@ -99,12 +102,14 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         print(f"[lmforge pretrain] resuming {name} (MLflow run {resume}) from its checkpoints")
     else:
         trainer.reset_run(cfg, output, name)
+    fp = reuse.fingerprint("pretrain", recipe)
+    reuse.begin(output)
 
     with stage_context(
         "pretrain", recipe, params, parent_run_id=parent_run_id, resume_run_id=resume
     ) as run_id:
         if not resume:
-            tracking.record_inputs([tokens])
+            tracking.record_inputs([tokens], digests=fp.input_digests)
         trainer.mark_run(cfg, output, name, run_id, "running")
         model_dir, metrics = trainer.fit(
             cfg,
@@ -116,23 +121,54 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             name=name,
         )
         trainer.mark_run(cfg, output, name, run_id, "finished")
-        tracking.log_metrics({**metrics, "params": float(plan.sizing.params)})
         curves = {k: tracking.metric_history(run_id, k) for k in ("train_loss", "val_loss")}
         tracking.log_figure(trainer.loss_figure(curves), "loss_curve.png")
-        storage.write_manifest(
-            output,
-            {
-                "stage": "pretrain",
-                "inputs": [tokens],
-                "mlflow_run_id": run_id,
-                "model": model_dir,
-                "preset": cfg.preset,
-                "params": plan.sizing.params,
-                "metrics": metrics,
-            },
+        manifest = publish(
+            model_dir,
+            output=output,
+            tokens=tokens,
+            run_id=run_id,
+            fp=fp,
+            metrics={**metrics, "params": float(plan.sizing.params)},
+            about={"preset": cfg.preset, "params": plan.sizing.params, "metrics": metrics},
         )
-        tracking.set_tags({"lmforge.output": model_dir})
-    return StageResult("pretrain", run_id, model_dir, metrics)
+    info = {"manifest": manifest, "model_uri": manifest["model_uri"]}
+    return StageResult("pretrain", run_id, model_dir, metrics, info)
+
+
+def publish(
+    model_dir: str,
+    *,
+    output: str,
+    tokens: str,
+    run_id: str,
+    fp: reuse.Fingerprint,
+    metrics: dict[str, float],
+    about: dict[str, Any],
+) -> dict[str, Any]:
+    """The end of the stage, inside its run: the export (local or a URI) logged as the
+    run's LoggedModel, the final metrics logged on the run and linked to that model and
+    the token shards (the model's page in the MLflow UI shows both), the manifest written
+    with the model id and the export's content digest, and the fingerprint last."""
+    model_digest = digest.of_files(model_dir)
+    model_id = registry.log_model(
+        model_dir, tags={"lmforge.stage": "pretrain", "lmforge.digest": model_digest}
+    )
+    shards = tracking.dataset(tokens, fp.input_digests.get(tokens))
+    tracking.log_metrics(metrics, model_id=model_id, dataset=shards)
+    tracking.record_output(output, model_digest)
+    tracking.set_tags({"lmforge.output": model_dir, "lmforge.model_id": f"models:/{model_id}"})
+    manifest = {
+        "stage": "pretrain",
+        "inputs": [tokens],
+        "mlflow_run_id": run_id,
+        "model": model_dir,
+        "model_id": model_id,
+        "model_uri": f"models:/{model_id}",
+        "digest": model_digest,
+        **about,
+    }
+    return reuse.finish(output, manifest, fp)
 
 
 if __name__ == "__main__":

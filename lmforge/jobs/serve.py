@@ -38,8 +38,10 @@ def run(
         if cfg.model.startswith("models:/"):
             info = registry.model_version_info(cfg.model)
             tracking.set_tags({f"lmforge.model.{k}": v for k, v in info.items()})
-            if info["run_id"]:
-                tracking.set_tags({"lmforge.consumed_runs": info["run_id"]})
+            # the version is what the register run made (its own run_id: the training run)
+            consumed = info["register_run_id"] or info["run_id"]
+            if consumed:
+                tracking.set_tags({"lmforge.consumed_runs": consumed})
         t0 = time.perf_counter()
         base_url = deploy(cfg, tracking_uri=recipe.mlflow.tracking_uri)
         ready_s = time.perf_counter() - t0

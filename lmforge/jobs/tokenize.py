@@ -3,7 +3,8 @@
     python -m lmforge.jobs.tokenize --input CURATED [--input SYNTHETIC] --output DIR
 
 Output: `tokenizer/` (Hugging Face files), `train/` and `val/` (Parquet rows of
-`seq_len` token ids), `manifest.json` (documents, sequences and tokens per split).
+`seq_len` token ids), `manifest.json` (documents, sequences and tokens per split, and the
+`digest` of the shards of both splits and the tokenizer files).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines.packing import read_documents, write_split
 from lmforge.pipelines.tokenizer import save_tokenizer, train_tokenizer
-from lmforge.platform import storage, tracking
+from lmforge.platform import digest, storage, tracking
 
 
 def validate(recipe: Recipe) -> None:
@@ -28,8 +30,9 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     inputs = [storage.absolute(u) for u in cfg.input]
     output = storage.absolute(cfg.output)
     validate(recipe)
+    fp = reuse.fingerprint("tokenize", recipe)
     with stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
-        tracking.record_inputs(inputs)
+        tracking.record_inputs(inputs, digests=fp.input_digests)
         storage.remove(output)
         docs = read_documents(inputs).materialize()
         n_docs = docs.count()
@@ -64,6 +67,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             "eos_token_id": tok.eos_token_id,
             "splits": counts,
             "tokenizer": tok_dir,
+            "digest": shards_digest(output),
         }
         storage.write_manifest(output, manifest)
         metrics = {
@@ -79,12 +83,25 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         tracking.log_dict(manifest, "manifest.json")
         tracking.log_artifact(tok_dir, "tokenizer")
         tracking.set_tags({"lmforge.output": output})
+        tracking.record_output(output, manifest["digest"])
         if counts["train"]["sequences"] == 0:  # raised inside the run: it is marked FAILED
             raise RuntimeError(
                 f"tokenize: no training sequence of {cfg.seq_len} tokens could be packed from "
                 f"{n_docs} documents; lower tokenize.seq_len or add data"
             )
+        reuse.finish(output, manifest, fp)
     return StageResult("tokenize", run_id, output, metrics, {"manifest": manifest})
+
+
+def shards_digest(output: str) -> str:
+    """The content of a tokenize output: the token rows of each split (in any file, any
+    order) and the tokenizer's files."""
+    parts: dict[str, str | None] = {
+        split: digest.of_rows("rows", *digest.parquet_rows(storage.join(output, split)))
+        for split in ("train", "val")
+    }
+    parts["tokenizer"] = digest.of_files(storage.join(output, "tokenizer"))
+    return digest.combine(parts)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Layout of a stage output folder:
     kept/          Parquet, the rows the next stage reads
     dropped/       Parquet + JSONL, each row with the step and reason that dropped it
     quarantined/   Parquet + JSONL, each unreadable input with its error, file and line
-    manifest.json  counts (by fate, step and reason), schema, inputs, producing run
+    manifest.json  counts (by fate, step and reason), schema, inputs, producing run, and
+                   `digest`: the kept rows' content (`platform.digest`: a sum of row
+                   hashes, the same whatever the files' names, split and order)
 
 The counts in the manifest are read back from the files written, and the stage fails
 unless kept + dropped + quarantined equals the records read, as the readers counted them
@@ -35,7 +37,7 @@ from lmforge.pipelines.records import (
     QUARANTINED,
     QUARANTINED_COLUMNS,
 )
-from lmforge.platform import storage
+from lmforge.platform import digest, storage
 
 ROWS_PER_FILE = 100_000  # group small blocks into fewer, larger files
 COLUMNS = {KEPT: KEPT_COLUMNS, DROPPED: DROPPED_COLUMNS, QUARANTINED: QUARANTINED_COLUMNS}
@@ -103,6 +105,7 @@ def write_stage_output(
         "inputs": inputs,
         "mlflow_run_id": run_id,
         "counts": {"read": read, **written},
+        "digest": kept_digest(counted, written[KEPT]),
         "read_by_file": dict(read_by_file),
         "dropped_by_reason": _by_prefix(counted, "reason:"),
         "quarantined_by_step": _by_prefix(counted, "step:"),
@@ -117,7 +120,7 @@ def _write_fates(
 ) -> pa.Table:
     """Write one batch's rows of each fate to `<output>/<fate>/<uuid>.parquet` (+ .jsonl);
     return its counts: "fate:<fate>", "reason:<step/reason>" (dropped), "step:<step>"
-    (quarantined)."""
+    (quarantined), and "digest:<i>" the pieces of the sum of the kept rows' hashes."""
     import pyarrow.parquet as pq
 
     fs, root = storage.filesystem(output)
@@ -134,12 +137,22 @@ def _write_fates(
         elif fate == QUARANTINED:
             counts.update(f"step:{s}" for s in part["step"].to_pylist())
         part = part.select(columns[fate])
+        if fate == KEPT:
+            total = sum(digest.record_hashes(part)) % digest.MOD
+            for i, piece in enumerate(digest.to_pieces(total)):
+                counts[f"digest:{i}"] += piece
         pq.write_table(part, f"{root}/{fate}/{name}.parquet", filesystem=fs)
         if fate in jsonl:
             lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part.to_pylist())
             with fs.open_output_stream(f"{root}/{fate}/{name}.jsonl") as f:
                 f.write(lines.encode("utf-8"))
     return pa.table({"key": list(counts), "n": list(counts.values())}, schema=_TALLY)
+
+
+def kept_digest(counted: Mapping[str, int], kept: int) -> str:
+    """The kept rows' digest from the summed tally pieces of every batch."""
+    total = digest.from_pieces(counted.get(f"digest:{i}", 0) for i in range(digest.PIECES))
+    return digest.of_rows("rows", kept, total)
 
 
 def _by_prefix(counts: Counter[str], prefix: str) -> dict[str, int]:

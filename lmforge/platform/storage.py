@@ -81,3 +81,14 @@ def remove(uri: str) -> None:
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.Directory:
         fs.delete_dir(path)
+
+
+def download_dir(uri: str, local: str) -> str:
+    """Copy a folder (local or a URI) into the local folder `local`; returns `local`.
+    For libraries that take only local files (MLflow's artifact logging)."""
+    src_fs, src = filesystem(uri)
+    os.makedirs(local, exist_ok=True)
+    pafs.copy_files(
+        src, local, source_filesystem=src_fs, destination_filesystem=pafs.LocalFileSystem()
+    )
+    return local

@@ -54,9 +54,11 @@ class OpenAIServer:
     ) -> None:
         # Resolved here, in the replica, so a `models:/NAME@ALIAS` URI is downloaded on
         # the node that serves it rather than on the machine that deployed it.
-        from lmforge.platform.registry import resolve_model_dir
+        from lmforge.platform.registry import model_version_info, resolve_model_dir
 
         model_dir = resolve_model_dir(model)
+        # the version and training run behind a registry URI, shown by GET /v1/models
+        self._registry = model_version_info(model) if model.startswith("models:/") else {}
         self._engine: Engine = (engine_factory or HFEngine)(model_dir)
         self._name = served_model_name
         self._default_max_tokens = default_max_tokens
@@ -71,7 +73,7 @@ class OpenAIServer:
     @api.get("/v1/models")
     async def list_models(self) -> dict[str, Any]:
         """The one served model."""
-        return to_json(model_list(self._name, self._created))
+        return to_json(model_list(self._name, self._created, self._registry))
 
     @api.post("/v1/completions")
     async def completions(self, body: CompletionRequest) -> Any:

@@ -58,10 +58,23 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-def model_list(name: str, created: int) -> ModelList:
-    """The list of the one served model."""
-    card = Model(id=name, object="model", created=created, owned_by=OWNER)
+def model_list(name: str, created: int, registry: dict[str, str] | None = None) -> ModelList:
+    """The list of the one served model. `registry`: where a `models:/` model came from
+    (`registry.model_version_info`), sent as extra `lmforge_*` fields of the model
+    (the package's `Model` allows extra fields: the client keeps them in `model_extra`)."""
+    info = registry or {}
+    extra = {field: info[key] for key, field in REGISTRY_FIELDS.items() if info.get(key)}
+    card = Model(id=name, object="model", created=created, owned_by=OWNER, **extra)
     return ModelList(object="list", data=[card])
+
+
+# `model_version_info` key -> the extra field of the served model's card
+REGISTRY_FIELDS = {
+    "name": "lmforge_registered_model",
+    "version": "lmforge_registry_version",
+    "run_id": "lmforge_run_id",  # the run that trained the model
+    "model_id": "lmforge_model_id",  # its LoggedModel
+}
 
 
 @dataclass(frozen=True)
