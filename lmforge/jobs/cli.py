@@ -1,5 +1,6 @@
 """The `lmforge` command line: one subcommand per stage of the table, `run` for all of
-them, `presets` for sizing models on paper and `plan` for a whole training run on paper.
+them, `presets` for sizing models on paper, `plan` for a whole training run on paper and
+`lineage` for where a registered model came from.
 
     lmforge <stage> --config FILE [--input PATH]... [--output PATH] [--set KEY=VALUE]...
 """
@@ -11,6 +12,8 @@ from typing import Any
 import typer
 
 from lmforge.jobs.command import stage_command
+from lmforge.jobs.kube import kube_command
+from lmforge.jobs.lineage import lineage_command
 from lmforge.jobs.pipeline import run_command
 from lmforge.jobs.stages import STAGES
 
@@ -24,6 +27,8 @@ app = typer.Typer(
 for _stage in STAGES:
     app.command(_stage.name, help=_stage.help)(stage_command(_stage.name))
 app.command("run")(run_command)
+app.command("kube")(kube_command)
+app.command("lineage")(lineage_command)
 
 
 @app.command("presets")

@@ -8,6 +8,7 @@ The library half of the `serve` stage (`lmforge.jobs.serve` is its entry point):
 a connected Ray (`ray.init` done by the caller) and a `ServeConfig` whose `model` and
 `served_model_name` are filled (`Recipe.with_defaults` does). The replica resolves a
 `models:/NAME@ALIAS` itself, so it is given the caller's MLflow tracking URI.
+`app_builder(args)` builds the same app from a Serve config file (a KubeRay RayService).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lmforge.serve.config import ServeConfig
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
+    from ray.serve import Application
 
 APP_NAME = "lmforge"  # the Serve application name, one per cluster
 
@@ -35,7 +37,9 @@ def deploy(cfg: ServeConfig, *, tracking_uri: str | None) -> str:
 
     if cfg.model is None or cfg.served_model_name is None:
         raise ValueError("serve.model and serve.served_model_name must be set")
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(
+        proxy_location=cfg.proxy_location, http_options={"host": cfg.host, "port": cfg.port}
+    )
     options: dict[str, Any] = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
     if tracking_uri is not None:
         # the replica resolves models:/NAME@ALIAS itself, from the same store
@@ -51,6 +55,25 @@ def deploy(cfg: ServeConfig, *, tracking_uri: str | None) -> str:
     # a wildcard bind address is reachable on loopback
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{cfg.port}/v1"
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """The application of a Serve config file (`import_path:
+    lmforge.serve.deploy:app_builder`, as KubeRay's serveConfigV2 names it); `args` are
+    `serve:` fields, `model` and `served_model_name` required. The replicas find MLflow
+    through MLFLOW_TRACKING_URI in their node's environment."""
+    from lmforge.serve.app import build_app
+
+    cfg = ServeConfig.model_validate(args)
+    if cfg.model is None or cfg.served_model_name is None:
+        raise ValueError("Serve args: 'model' and 'served_model_name' must be set")
+    return build_app(
+        cfg.model,
+        served_model_name=cfg.served_model_name,
+        num_replicas=cfg.num_replicas,
+        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        default_max_tokens=cfg.max_tokens,
+    )
 
 
 def ask(base_url: str, model: str, question: str, max_tokens: int) -> ChatCompletion:
