@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 SRC := lmforge tests benchmarks
 
-.PHONY: install dev demo test lint format clean
+.PHONY: install dev demo test lint format clean services
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,14 @@ dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/lmforge run --config configs/demo.yaml
 
-test: dev
+# tests/test_cluster.py starts a PostgreSQL server (MLflow's backend store, as a team runs
+# it): Debian's package, installed here when missing; the test starts and stops the server
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$S apt-get update -q && $$S apt-get install -y -q --no-install-recommends postgresql; }
+
+test: dev services
 	$(BIN)/pytest
 
 lint: dev

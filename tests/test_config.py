@@ -19,13 +19,21 @@ RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_shipped_recipes_validate(path: Path) -> None:
+def test_shipped_recipes_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # as on a cluster's nodes: cluster-s3's workdir is on S3, where no SQLite store can be
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     recipe = load_recipe(path)
     assert recipe.pretrain.preset in PRESETS
     # each stage reads what the one before it writes
     assert recipe.tokenize.input == [recipe.curate.output, recipe.synthetic.output]
     assert recipe.pretrain.input == recipe.tokenize.output
     assert recipe.serve.model == f"models:/{recipe.register.model_name}@{recipe.register.alias}"
+
+
+def test_workdir_on_s3_needs_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ConfigError, match=r"^mlflow.tracking_uri: not set, .* s3://lmforge/work"):
+        load_recipe(ROOT / "configs" / "cluster-s3.yaml")
 
 
 def test_gpu_recipes_fit_h100_memory() -> None:

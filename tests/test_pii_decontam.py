@@ -12,6 +12,7 @@ import pytest
 from lmforge.pipelines.decontam import (
     DecontamConfig,
     Decontaminate,
+    EvalItem,
     EvalSet,
     characters,
     load_eval_set,
@@ -319,3 +320,33 @@ def test_pipeline_runs_both_steps_after_pickling(
         ("pii", KEPT, None),
     ]
     assert json.loads(out[1]["meta"]) == {"pii": {"email": 1}}
+
+
+def test_curate_steps_decontaminate_with_the_sets_the_driver_read() -> None:
+    """On a cluster the driver reads `decontam.eval_sets` and sends them to the actors as
+    data: given the sets, the steps never open the configured path (here one that exists
+    nowhere, as a driver's path does not on a worker node) and still drop a leak."""
+    from lmforge.pipelines.config import CurateConfig
+    from lmforge.pipelines.curation import curate_steps
+
+    question = (
+        "Natalia sold clips to forty eight of her friends in April, and then she sold half "
+        "as many clips in May. How many clips did Natalia sell altogether in April and May?"
+    )
+    path = "/nowhere/on/this/node/heldout.jsonl"
+    sets = [EvalSet("heldout", path, "jsonl", (EvalItem("heldout:1", question),))]
+    cfg = CurateConfig(
+        language={"enabled": False}, min_chars=0, min_words=0, pii=False,
+        quality={"gopher_repetition": False, "gopher_quality": False, "c4": False,
+                 "fineweb": False},
+        decontam={"eval_sets": [path]},
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError):
+        curate_steps(cfg.model_dump())  # without them, the actor would open the path
+    (step,) = [s for s in curate_steps(cfg.model_dump(), eval_sets=sets) if s.name == "decontam"]
+    leak = empty_row(id="leak", text=f"A worksheet.\n{question}\nShow your work.", meta=None)
+    fine = empty_row(id="ok", text="Nothing from any evaluation set here.", meta=None)
+    for row in (leak, fine):
+        step.apply(row)
+    assert (leak["fate"], leak["reason"]) == (DROPPED, "decontam/heldout")
+    assert fine["fate"] == KEPT

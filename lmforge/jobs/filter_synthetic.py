@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, log_data_stage, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines.config import SyntheticConfig
+from lmforge.pipelines.decontam import load_eval_set
 from lmforge.pipelines.dedup import exact_dedup
 from lmforge.pipelines.outputs import write_stage_output
 from lmforge.pipelines.readers import ReadTally, read_rows
@@ -65,13 +67,18 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     output = storage.absolute(cfg.output)
     validate(recipe)
     questions = load_questions([storage.absolute(p) for p in cfg.mtbench_questions])
+    fp = reuse.fingerprint("filter-synthetic", recipe)
+    reuse.begin(output)
     with stage_context(
         "filter-synthetic", recipe, cfg.model_dump(), parent_run_id=parent_run_id
     ) as run_id:
         import ray
         import ray.data
 
-        tracking.record_inputs(inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets])
+        tracking.record_inputs(
+            inputs + [storage.absolute(p) for p in cfg.decontam.eval_sets],
+            digests=fp.input_digests,
+        )
         tally = ReadTally()
         rows = read_rows(
             inputs, id_field="id", max_record_bytes=recipe.curate.max_record_bytes, tally=tally
@@ -83,6 +90,8 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
                 "build": synthetic_steps,
                 "cfg": cfg.model_dump(),
                 "questions": questions,
+                # read here, sent as data: a worker never opens a path of the driver's
+                "eval_sets": [load_eval_set(storage.absolute(p)) for p in cfg.decontam.eval_sets],
             },
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
@@ -116,6 +125,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         metrics = log_data_stage(manifest, output)
         if cfg.report:
             _report(rows, manifest, output)
+        reuse.finish(output, manifest, fp)
     return StageResult("filter-synthetic", run_id, output, metrics, {"manifest": manifest})
 
 

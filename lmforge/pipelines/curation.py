@@ -23,9 +23,12 @@ from lmforge.platform import storage
 STAGING = "_staging"
 
 
-def curate_steps(cfg: dict[str, Any]) -> list[Step]:
+def curate_steps(cfg: dict[str, Any], eval_sets: list[Any] | None = None) -> list[Step]:
     """The per-document steps of a `curate` section (as a dict), in order. Heavy models
-    and indexes load here, once per Ray Data actor."""
+    and indexes load here, once per Ray Data actor.
+
+    eval_sets: the `decontam.eval_sets` files already read (`EvalSet`s, by the driver, so
+    a worker never opens a path of the driver's); None reads them here."""
     from lmforge.pipelines.text import ExtractText, LengthConfig, LengthFilter, Normalize
 
     c = CurateConfig.model_validate(cfg)
@@ -67,8 +70,8 @@ def curate_steps(cfg: dict[str, Any]) -> list[Step]:
     if c.decontam.eval_sets:
         from lmforge.pipelines.decontam import Decontaminate
 
-        eval_sets = [storage.absolute(p) for p in c.decontam.eval_sets]
-        steps.append(Decontaminate(eval_sets, c.decontam.index_config()))
+        sets = eval_sets or [storage.absolute(p) for p in c.decontam.eval_sets]
+        steps.append(Decontaminate(sets, c.decontam.index_config()))
     return steps
 
 
@@ -117,9 +120,17 @@ def stage_group(unit: Unit, cfg: CurateConfig, output: str) -> None:
         tally=tally,
     )
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+    from lmforge.pipelines.decontam import load_eval_set
+
+    # the evaluation sets travel to the actors as data, read here once
+    eval_sets = [load_eval_set(storage.absolute(p)) for p in cfg.decontam.eval_sets]
     rows = rows.map_batches(
         StepsActor,
-        fn_constructor_kwargs={"build": curate_steps, "cfg": cfg.model_dump()},
+        fn_constructor_kwargs={
+            "build": curate_steps,
+            "cfg": cfg.model_dump(),
+            "eval_sets": eval_sets,
+        },
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
     )

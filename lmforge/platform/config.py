@@ -56,7 +56,15 @@ class MlflowConfig(Section):
 
 def resolve_tracking_uri(uri: str | None, workdir: str) -> str:
     """An absolute tracking URI, so Ray workers with another cwd find the same store."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir}/mlflow.db"
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        if "://" in workdir:  # s3://...: a SQLite file cannot live on object storage
+            raise ConfigError(
+                f"mlflow.tracking_uri: not set, and the default SQLite store cannot be in "
+                f"workdir {workdir}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI to the "
+                "team's MLflow server"
+            )
+        uri = f"sqlite:///{workdir}/mlflow.db"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         path = Path(uri.removeprefix("sqlite:///")).absolute()
         uri = f"sqlite:///{path}"

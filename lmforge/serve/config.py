@@ -9,6 +9,8 @@ the registered model of the recipe. Ports are TCP ports, CPUs and GPUs are per r
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from lmforge.platform.config import Section
@@ -25,6 +27,11 @@ class ServeConfig(Section):
     )
     host: str = Field("127.0.0.1", description="HTTP host for Ray Serve's proxy.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port for Ray Serve's proxy.")
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode",
+        description="Where Ray Serve runs HTTP proxies: on every node (a cluster, behind a "
+        "load balancer), or on the head only (several nodes on one machine share its ports).",
+    )
     num_replicas: int = Field(1, ge=1, description="Model replicas.")
     num_cpus: float = Field(1, ge=0, description="CPUs per replica.")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica.")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -72,7 +73,7 @@ def plan(cfg: PretrainConfig, tokens: str) -> Plan:
     check_shape(cfg, manifest)
     preset = get_preset(cfg.preset)
     seq_len = int(manifest["seq_len"])
-    tok = load_tokenizer(storage.join(tokens, "tokenizer"))
+    tok = _load_tokenizer(storage.join(tokens, "tokenizer"))
     llama = preset.llama_config(
         vocab_size=len(tok), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
@@ -165,8 +166,23 @@ def fit(
     storage.remove(model_dir)
     if result.checkpoint is None:
         raise RuntimeError("pretrain: training ended without the final model checkpoint")
-    result.checkpoint.to_directory(model_dir)
+    _copy_checkpoint(result.checkpoint, model_dir)
     return model_dir, _final_metrics(result)
+
+
+def _copy_checkpoint(checkpoint: Any, target: str) -> None:
+    """Copy a Ray Train checkpoint (on its storage, local or `s3://`) to `target` (a local
+    folder or a URI): storage to storage, never through a local folder of the driver."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage.filesystem(target)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(
+        checkpoint.path,
+        path,
+        source_filesystem=checkpoint.filesystem,
+        destination_filesystem=fs,
+    )
 
 
 def _run_trainer(cfg: PretrainConfig, loop: LoopConfig, *, output: str, name: str) -> Any:
@@ -198,6 +214,15 @@ def _worker_env(use_gpu: bool) -> dict[str, str]:
     if not use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
     return env
+
+
+def _load_tokenizer(uri: str) -> Any:
+    """The tokenizer of a folder, local or on object storage (transformers reads only
+    local folders or the Hub: a remote one goes through a temporary folder)."""
+    if not storage.is_remote(uri):
+        return load_tokenizer(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_tokenizer(storage.download_dir(uri, tmp))
 
 
 def _tokenizer_files(uri: str) -> dict[str, str]:

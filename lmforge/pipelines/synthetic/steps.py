@@ -119,14 +119,22 @@ class ConversationDecontam(Decontaminate):
         return super().filter(row)
 
 
-def synthetic_steps(cfg: dict[str, Any], questions: dict[str, list[str]]) -> list[Step]:
+def synthetic_steps(
+    cfg: dict[str, Any],
+    questions: dict[str, list[str]],
+    eval_sets: list[EvalSet] | None = None,
+) -> list[Step]:
     """The per-conversation steps of a `synthetic` section (as a dict), built once per Ray
-    Data actor (`StepsActor`), so the language model and n-gram index are never pickled."""
+    Data actor (`StepsActor`), so the language model and n-gram index are never pickled.
+
+    eval_sets: the `decontam.eval_sets` files already read (by the driver, so a worker
+    never opens a path of the driver's); None reads them here."""
     c = SyntheticConfig.model_validate(cfg)
     steps: list[Step] = [ExtractConversation(questions), ConversationFilters(c.filters)]
     if c.decontam.eval_sets:
-        eval_sets: list[EvalSet | str] = [storage.absolute(p) for p in c.decontam.eval_sets]
-        steps.append(ConversationDecontam(eval_sets, c.decontam.index_config()))
+        sets: list[EvalSet | str] = list(eval_sets or [])
+        sets = sets or [storage.absolute(p) for p in c.decontam.eval_sets]
+        steps.append(ConversationDecontam(sets, c.decontam.index_config()))
     return steps
 
 
