@@ -45,6 +45,7 @@ class ClusterRun:
     mlflow: TeamMlflow
     s3: Any  # boto3 client
     logs: list[Path]
+    user_env: dict[str, str]  # the laptop's: the Ray token mode, no S3 or MLflow secret
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,9 @@ def _submit(
         timeout=120,
     )
     assert info.returncode == 0, info.stderr[-3000:]
-    return ClusterRun(job_id, submit, json.loads(info.stdout.splitlines()[-1]), server, s3, logs)
+    return ClusterRun(
+        job_id, submit, json.loads(info.stdout.splitlines()[-1]), server, s3, logs, env
+    )
 
 
 _JOB_INFO = """
@@ -209,3 +212,52 @@ def test_no_secret_in_the_job_the_runs_or_the_logs(cluster_run: ClusterRun) -> N
     for place, text in places.items():
         for name, secret in SECRETS.items():
             assert secret not in text, f"the {name} secret appears in the {place}"
+
+
+def test_lineage_of_the_registered_model_from_the_laptop(cluster_run: ClusterRun) -> None:
+    """`lmforge lineage` needs only the MLflow server and an account on it (no S3 key):
+    version -> LoggedModel -> pretrain run -> token shards -> curated and synthetic data
+    -> the raw inputs on S3, each with its digest, and the endpoint that served it."""
+    run = cluster_run
+    assert run.job_info["status"] == "SUCCEEDED", _why(run)
+    env = {
+        **run.user_env,
+        "MLFLOW_TRACKING_URI": run.mlflow.url,
+        "MLFLOW_TRACKING_USERNAME": run.mlflow.user[0],
+        "MLFLOW_TRACKING_PASSWORD": run.mlflow.user[1],
+    }
+    cmd = ["lmforge", "lineage", "models:/lmforge-cluster@candidate"]
+    text = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr[-3000:]
+    as_json = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr[-3000:]
+    tree = json.loads(as_json.stdout)
+    assert tree["run"]["stage"] == "pretrain"
+    assert tree["logged_model"]["source_run_id"] == tree["run"]["run_id"]
+    assert tree["version"]["run_id"] == tree["run"]["run_id"]
+    assert tree["endpoints"], "the serve run that served the version"
+
+    def datasets(node: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
+        for entry in node.get("inputs", []):
+            yield entry["uri"], entry["digest"], bool(entry.get("raw"))
+            if isinstance(entry.get("produced_by"), dict):
+                yield from datasets(entry["produced_by"])
+
+    found = {uri: (digest, raw) for uri, digest, raw in datasets(tree["run"])}
+    for uri in (
+        "s3://lmforge/work/tokens",
+        "s3://lmforge/work/curated",
+        "s3://lmforge/work/synthetic",
+    ):
+        assert uri in found and len(found[uri][0]) == 32 and not found[uri][1], (uri, found)
+    # the stage outputs' digests are the ones their manifests on S3 carry
+    tokens = json.loads(
+        run.s3.get_object(Bucket="lmforge", Key="work/tokens/manifest.json")["Body"].read()
+    )
+    assert found["s3://lmforge/work/tokens"][0] == tokens["digest"]
+    raw = {uri for uri, (_, is_raw) in found.items() if is_raw}
+    assert {"s3://lmforge/raw/corpus/", "s3://lmforge/raw/synthetic/",
+            "s3://lmforge/evals/gsm8k_test.jsonl"} <= raw, raw  # fmt: skip
+    for uri in ("s3://lmforge/work/tokens", "s3://lmforge/raw/corpus/", tree["version"]["name"]):
+        assert uri in text.stdout
