@@ -1,6 +1,7 @@
 """The services a team runs, started for real on loopback: PostgreSQL, an MLflow tracking
 server on it with S3 artifacts and basic authentication, and a Ray cluster of a head that
-does no work and a worker node that cannot see the driver's /tmp.
+does no work and a worker node that cannot see the head's folders (the drivers' working
+directories and temporary files) or the submitting user's.
 
 Each is a context manager that stops exactly what it started. The README's "Laptop to
 cluster" section shows the same commands.
@@ -208,14 +209,16 @@ def _node_ports() -> list[str]:
 
 @contextmanager
 def ray_cluster(
-    folder: Path, *, node_env: dict[str, str], worker_cpus: int = 2
+    folder: Path, *, node_env: dict[str, str], hidden: Path | None = None, worker_cpus: int = 2
 ) -> Iterator[RayCluster]:
     """A head with no CPUs for work (the drivers of jobs run there) and one worker node
     with `worker_cpus`, both with `node_env` (as a pod gets its Secrets).
 
-    The worker runs in a mount namespace of its own with an empty /tmp: a path the driver
-    made under /tmp (its job's working directory, a temporary folder) does not exist on
-    the worker, as on a real cluster. Each node has its own --temp-dir."""
+    The worker runs in a mount namespace of its own where the head's folder (its Ray
+    --temp-dir, which holds each job's working directory, and the TMPDIR of its processes,
+    the drivers among them) and `hidden` (the user's folders) are empty: a path a driver
+    hands a worker does not exist there, as on a real cluster. Each node has its own
+    --temp-dir."""
     env = {**os.environ, **node_env, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     # the token the nodes and every client share (kept when ~/.ray/auth_token exists)
@@ -228,7 +231,10 @@ def ray_cluster(
     )
     env["RAY_AUTH_MODE"] = "token"
     gcs_port, dash_port = free_port(), free_port()
-    head_tmp = Path(tempfile.mkdtemp(prefix="lmforge-ray-head-"))
+    head_root = Path(tempfile.mkdtemp(prefix="lmforge-head-"))
+    worker_tmp = Path(tempfile.mkdtemp(prefix="lmforge-worker-"))
+    (head_root / "tmp").mkdir()
+    head_env = {**env, "TMPDIR": str(head_root / "tmp")}  # the drivers' temporary files
     head_log, worker_log = folder / "ray-head.log", folder / "ray-worker.log"
     head = subprocess.Popen(
         [
@@ -241,12 +247,12 @@ def ray_cluster(
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash_port}",
-            f"--temp-dir={head_tmp}",
+            f"--temp-dir={head_root / 'ray'}",
             "--num-cpus=0",
             "--disable-usage-stats",
             *_node_ports(),
         ],
-        env=env,
+        env=head_env,
         stdout=open(head_log, "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -263,13 +269,15 @@ def ray_cluster(
                 f"--address=127.0.0.1:{gcs_port}",
                 "--node-ip-address=127.0.0.1",
                 f"--num-cpus={worker_cpus}",
-                "--temp-dir=/tmp/ray-worker",
+                f"--temp-dir={worker_tmp}",
                 "--disable-usage-stats",
                 *_node_ports(),
             ]
         )
         # root may make a mount namespace; anyone else needs a user namespace for it
         userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        masks = [head_root, *([hidden] if hidden else [])]
+        mount = " && ".join(f"mount -t tmpfs tmpfs {m}" for m in masks)
         worker = subprocess.Popen(
             [
                 "unshare",
@@ -279,7 +287,7 @@ def ray_cluster(
                 "private",
                 "sh",
                 "-c",
-                f"mount -t tmpfs tmpfs /tmp && exec {start_worker}",
+                f"{mount} && exec {start_worker}",
             ],
             env=env,
             stdout=open(worker_log, "w"),  # noqa: SIM115
@@ -292,7 +300,8 @@ def ray_cluster(
     finally:
         for p in reversed(procs):  # the worker first, then the head
             _stop(p)
-        shutil.rmtree(head_tmp, ignore_errors=True)
+        shutil.rmtree(head_root, ignore_errors=True)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
 _NODES = """

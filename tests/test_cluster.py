@@ -3,8 +3,9 @@ the user's own (a recipe, nothing else) to a two-node Ray cluster, every byte on
 a tracking server on PostgreSQL with S3 artifacts and basic authentication.
 
 The head node has no CPUs for work, so every task and worker runs on the worker node, and
-the worker node has a /tmp of its own: a stage that hands a worker a path of the driver's
-filesystem fails here as it would on a real cluster. Credentials are in the nodes'
+the worker node cannot see the head's folders (its jobs' working directories, the drivers'
+TMPDIR) or the user's: a stage that hands a worker a path of the driver's filesystem fails
+here as it would on a real cluster. Credentials are in the nodes'
 environment (as Secrets are on Kubernetes), never in the job's runtime env, the recipe,
 MLflow or the logs. The commands are those of the README's "Laptop to cluster".
 """
@@ -74,7 +75,7 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRun
                 "MLFLOW_TRACKING_USERNAME": server.user[0],
                 "MLFLOW_TRACKING_PASSWORD": server.user[1],
             }  # the AWS_* variables are already in this process's environment
-            with ray_cluster(folder, node_env=node_env) as cluster:
+            with ray_cluster(folder, node_env=node_env, hidden=folder) as cluster:
                 yield _submit(folder, cluster.dashboard, server, s3, list(cluster.logs))
 
 
