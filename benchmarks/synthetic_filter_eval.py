@@ -45,6 +45,12 @@ defect type and form, and the share of clean records dropped. They have no goal 
 fail the run; a warning is printed when they are very low (recall over all planted
 held-out records below 0.5, or more than 20% of the clean ones dropped).
 
+CODE. No code-instruction data set is in ../shared/data: `code_instructions.py` builds a
+stand-in from real code (standard-library functions as answers to "Write a Python function
+that does this: <docstring line>", hand-written C/JS/SQL/shell programs), mostly bare code.
+Its untouched records' drop rate has the in-sample goal (<= 3%); the same answers cut at a
+random point are run apart (same prompts) and their truncation recall printed, no goal.
+
 --direct runs the per-conversation filters and decontamination in this process (no Ray, no
 dedup): a quick loop while tuning, not the figure to report.
 """
@@ -64,6 +70,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import code_instructions
 import harness
 
 GPTEACHER = "synthetic/gpteacher_roleplay_gpt4.json"
@@ -443,6 +450,11 @@ def main() -> int:
         tmp = Path(d)
         path = tmp / "planted.jsonl"
         planted, n = make_input(path, args.per_type, args.seed)
+        code_recs = code_instructions.records()  # the code-instruction stand-in
+        code_cuts = code_instructions.cut_records(code_recs, args.seed)
+        code_paths = [tmp / "code.jsonl", tmp / "code-cut.jsonl"]  # apart: same prompts
+        for p, recs in zip(code_paths, (code_recs, code_cuts), strict=True):
+            p.write_text("".join(json.dumps(r) + "\n" for r in recs))
         records = {json.loads(x)["id"]: json.loads(x) for x in path.read_text().splitlines()}
         held: tuple[dict[str, tuple[str, str]], dict[str, Any]] | None = None
         if not args.no_heldout:
@@ -453,11 +465,19 @@ def main() -> int:
             held = load_heldout(source, tmp / "heldout.jsonl")
         if args.direct:
             fates, seconds = fates_direct(path), 0.0
+            code_fates = {k: v for p in code_paths for k, v in fates_direct(p).items()}
             held_fates = fates_direct(tmp / "heldout.jsonl") if held else {}
         else:
             harness.start_ray()
             try:
                 fates, seconds = fates_stage(tmp, path)
+                code_fates = {
+                    k: v
+                    for i, p in enumerate(code_paths)
+                    for k, v in fates_stage(
+                        tmp, p, f"out-code{i}", "synthetic.near_dedup.enabled=false"
+                    )[0].items()
+                }
                 held_fates = (
                     fates_stage(
                         tmp,
@@ -492,10 +512,12 @@ def main() -> int:
         cores = harness.RAY_CPUS
         print(f"stage: {n} records in {seconds:.1f} s = {n / seconds / cores:.0f} records/s/core "
               f"({cores} cores, Ray startup excluded)")  # fmt: skip
+    code_rate = code_instructions.report(code_recs, code_cuts, code_fates, args.show)
     worst = min(recalls.values())
-    ok = bool(worst >= RECALL_GOAL and rate <= DROP_GOAL)  # nan recall: not met
+    ok = bool(worst >= RECALL_GOAL and rate <= DROP_GOAL and code_rate <= DROP_GOAL)
     print(f"RESULT synthetic_filter_eval in-sample: min_recall={worst:.3f} (goal >= {RECALL_GOAL}) "
-          f"untouched_drop_rate={rate:.4f} (goal <= {DROP_GOAL}) goals_met={ok}")  # fmt: skip
+          f"untouched_drop_rate={rate:.4f} (goal <= {DROP_GOAL}) code_untouched_drop_rate="
+          f"{code_rate:.4f} (goal <= {DROP_GOAL}) goals_met={ok}")  # fmt: skip
     if held and not report_heldout(*held, held_fates, args.show):
         print(
             "synthetic_filter_eval: WARNING held-out figures very low: the filters do much "

@@ -7,7 +7,7 @@ config in one method each, so curate and filter-synthetic build them the same wa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,11 +26,25 @@ class LanguageSection(Section):
     trust_input_lang: bool = Field(
         False, description="Keep a record's own `lang` field instead of detecting it."
     )
+    by_prose: bool = Field(
+        True,
+        description="Name the language of the prose: paragraphs without their code, command "
+        "and table lines, each identified alone, weighted by letters (a translated manual "
+        "quoting English commands is still its own language). False: one verdict on the "
+        "whole document. The whole-document verdict is in `meta` either way.",
+    )
 
 
 class QualitySection(Section):
     gopher_repetition: bool = Field(True, description="Gopher repetition rules (MassiveText).")
     gopher_quality: bool = Field(True, description="Gopher quality rules.")
+    gopher_alpha_words: Literal["whitespace", "datatrove"] = Field(
+        "whitespace",
+        description='What Gopher\'s "80% of words contain a letter" counts: `whitespace` '
+        "(the paper: whitespace-separated words, punctuation-only tokens such as `:` `«` `—` "
+        "left out; script runs for ja/zh/th) or `datatrove` (every spaCy token, punctuation "
+        "included, as datatrove does: spaced French typography then fails).",
+    )
     c4: bool = Field(True, description="C4 line removal and document rules.")
     c4_filter_no_terminal_punct: bool = Field(
         False, description="C4: drop lines without terminal punctuation (FineWeb ran False)."

@@ -44,7 +44,8 @@ def curate_steps(cfg: dict[str, Any], eval_sets: list[Any] | None = None) -> lis
         )
 
         lang = c.language
-        steps.append(LanguageID(LanguageIDConfig(trust_input_lang=lang.trust_input_lang)))
+        lid = LanguageIDConfig(trust_input_lang=lang.trust_input_lang, by_prose=lang.by_prose)
+        steps.append(LanguageID(lid))
         steps.append(
             LanguageFilter(LanguageFilterConfig(languages=lang.languages, min_score=lang.min_score))
         )
@@ -57,7 +58,8 @@ def curate_steps(cfg: dict[str, Any], eval_sets: list[Any] | None = None) -> lis
         if q.gopher_repetition:
             steps.append(quality.GopherRepetitionFilter())
         if q.gopher_quality:
-            steps.append(quality.GopherQualityFilter())
+            gq = quality.GopherQualityConfig(alpha_words=q.gopher_alpha_words)
+            steps.append(quality.GopherQualityFilter(gq))
         if q.c4:
             c4 = quality.C4QualityConfig(filter_no_terminal_punct=q.c4_filter_no_terminal_punct)
             steps.append(quality.C4QualityFilter(c4))

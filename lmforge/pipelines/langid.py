@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lmforge.pipelines.prose import prose_paragraphs, too_short, weight
 from lmforge.pipelines.steps import Filter, Step, read_meta, update_meta
 
 
@@ -21,14 +22,24 @@ class LanguageIDConfig:
     is overwritten (a crawl's or a dataset card's language is often wrong per document)."""
 
     trust_input_lang: bool = False
+    by_prose: bool = True
+    """Name the language of the prose: each paragraph without its code, command and table
+    lines (`prose.prose_paragraphs`) is identified alone, paragraphs too short to tell
+    are left out, and the verdicts are summed weighted by letters (`prose.weight`) x probability. False:
+    one fastText call on the whole document (its verdict is recorded in `meta` either way)."""
 
 
 class LanguageID(Step):
-    """Sets `row["lang"]` and merges `{"lang_score": p}` into the `meta` JSON.
+    """Sets `row["lang"]` and merges `{"lang_score": p, "lang_doc": l, "lang_doc_score": q}`
+    into the `meta` JSON.
 
     lang: ISO 639-1 where the language has a code there ("en", "ja", "de"), else the
-    model's ISO 639-3 code ("ceb", "yue"). p: the model's probability for it, 0..1.
-    An empty text gets no language and no score.
+    model's ISO 639-3 code ("ceb", "yue"). p: with `by_prose`, the letter-weighted share
+    of the prose's probability mass that went to `lang` (0..1), or the whole document's
+    probability when it names the same language and is surer (a manual left half in
+    English is still mostly its own language); else the model's probability. l, q: the whole document's fastText verdict, whatever `by_prose` says.
+    A text too short to tell (`prose.too_short`: under 20 letters or 4 words) gets no
+    language and `{"lang_abstain": "17 letters < 20"}` instead; an empty text gets nothing.
     """
 
     name = "langid"
@@ -55,10 +66,40 @@ class LanguageID(Step):
     def apply(self, row: dict[str, Any]) -> None:
         if self.cfg.trust_input_lang and row["lang"]:
             return
-        lang, score = self.detect(row["text"] or "")
+        text = row["text"] or ""
+        row["lang"] = None
+        if not text.strip():
+            return
+        if (short := too_short(text)) is not None:
+            update_meta(row, lang_abstain=short)
+            return
+        doc_lang, doc_score = self.detect(text)
+        lang, score = self.prose_language(text) if self.cfg.by_prose else (None, 0.0)
+        if lang is None or lang == doc_lang:  # either view being sure is enough
+            lang, score = doc_lang, max(score, doc_score)
         row["lang"] = lang
-        if lang is not None:
-            update_meta(row, lang_score=round(score, 4))
+        update_meta(
+            row, lang_score=round(score, 4), lang_doc=doc_lang, lang_doc_score=round(doc_score, 4)
+        )
+
+    def prose_language(self, text: str) -> tuple[str | None, float]:
+        """(language, letter-weighted score) of the prose paragraphs long enough to tell;
+        (None, 0.0) when none is."""
+        mass: dict[str, float] = {}
+        total = 0
+        for para in prose_paragraphs(text):
+            if too_short(para) is not None:
+                continue
+            lang, p = self.detect(para)
+            n = weight(para)
+            total += n
+            if lang is not None:
+                mass[lang] = mass.get(lang, 0.0) + n * p
+        if not mass:
+            return None, 0.0
+        lang = max(mass, key=lambda k: mass[k])
+        top = mass[lang]
+        return lang, top / total
 
 
 @dataclass(kw_only=True)
@@ -74,7 +115,8 @@ class LanguageFilterConfig:
 class LanguageFilter(Filter):
     """Drops a document in an unwanted language (reason `lang/<code>`) or whose language
     the model is unsure of (reason `lang/low_score`, also for a document without one).
-    Runs after `LanguageID`."""
+    A document `LanguageID` abstained on (too short to tell) is not judged: kept when
+    every language is kept, else dropped as `lang/undetermined`. Runs after `LanguageID`."""
 
     name = "lang"
 
@@ -85,6 +127,8 @@ class LanguageFilter(Filter):
     def filter(self, row: dict[str, Any]) -> bool | tuple[bool, str]:
         lang = row["lang"]
         if not lang:
+            if "lang_abstain" in read_meta(row):
+                return True if self.languages is None else (False, "lang/undetermined")
             return False, "lang/low_score"
         score = read_meta(row).get("lang_score")
         if score is not None and score <= self.cfg.min_score:

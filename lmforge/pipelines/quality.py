@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, Literal
 
 from lmforge.pipelines.steps import Filter
 from lmforge.pipelines.stop_words import stop_word_count
@@ -84,6 +84,17 @@ def duplicated_ngram_chars(grams: list[str], n: int) -> int:
             seen.add(grams[i])
             i += 1
     return chars
+
+
+def alpha_ratio(text: str, tokens: list[str], lang: str | None, how: str) -> float:
+    """Share of words with a letter: over `tokens` (datatrove), or over whitespace-separated
+    words that are not punctuation alone ("whitespace"; `tokens` less symbols for ja/zh/th,
+    which put no spaces between words). 1.0 when there is no word."""
+    if how == "datatrove":
+        counted = tokens
+    else:
+        counted = [w for w in (tokens if lang in SEGMENTED else text.split()) if not is_symbol(w)]
+    return sum(map(has_letter, counted)) / len(counted) if counted else 1.0
 
 
 class QualityFilter(Filter):
@@ -180,6 +191,9 @@ class GopherQualityConfig:
         and ending in `...`/`…`, as fractions of the lines.
     max_non_alpha_words_ratio: the LEAST share of tokens with a letter (datatrove's name).
     min_stop_words: fewest distinct stop words from `stop_words` (None: STOP_WORDS).
+    alpha_words: what `max_non_alpha_words_ratio` counts over: "whitespace" (the Gopher
+        paper's "80% of words": whitespace-separated words, punctuation-only ones left out;
+        script runs for ja/zh/th) or "datatrove" (every token, punctuation too, as datatrove).
     """
 
     min_doc_words: int | None = 50  # gopher_quality_filter.py
@@ -192,6 +206,7 @@ class GopherQualityConfig:
     max_non_alpha_words_ratio: float | None = 0.8  # gopher_quality_filter.py
     min_stop_words: int | None = 2  # gopher_quality_filter.py
     stop_words: dict[str, frozenset[str]] | None = None
+    alpha_words: Literal["whitespace", "datatrove"] = "datatrove"
 
 
 class GopherQualityFilter(QualityFilter):
@@ -237,8 +252,9 @@ class GopherQualityFilter(QualityFilter):
         ellipses = sum(s.rstrip().endswith(("...", "…")) for s in lines)
         if cfg.max_ellipsis_lines_ratio and ellipses / len(lines) > cfg.max_ellipsis_lines_ratio:
             return self.drop("gopher_too_many_end_ellipsis")
-        alpha = sum(map(has_letter, tokens))
-        if cfg.max_non_alpha_words_ratio and alpha / n_tokens < cfg.max_non_alpha_words_ratio:
+        if cfg.max_non_alpha_words_ratio and alpha_ratio(text, tokens, lang, cfg.alpha_words) < (
+            cfg.max_non_alpha_words_ratio
+        ):
             return self.drop("gopher_below_alpha_threshold")
         if cfg.min_stop_words:
             found = stop_word_count(text, tokens, lang, cfg.stop_words)

@@ -7,7 +7,8 @@ One record goes through three steps, none of which knows about Ray:
     text = render_text(conv)                # what pretraining reads
 
 Modules: `formats` (Alpaca, ShareGPT, OpenAI messages, MT-Bench -> turns), `shape` (turn
-order, length, truncation, repetition loops), `phrases` (refusals, disclaimers, identity
+order, length, truncation, repetition loops), `code` (bare-code answers: where
+they end, whether the code is cut), `phrases` (refusals, disclaimers, identity
 claims), `language` (language mismatch), `config` (the recipe section, the filter chain).
 """
 

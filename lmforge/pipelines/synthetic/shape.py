@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from lmforge.pipelines.synthetic.base import ConversationFilter, Finding, clip
+from lmforge.pipelines.synthetic.code import code_cut, code_tail
 from lmforge.pipelines.synthetic.formats import Turn, answers
 from lmforge.pipelines.writing_systems import cjk_share
 
@@ -143,8 +144,9 @@ class TruncationConfig:
 
 
 class TruncationFilter(ConversationFilter):
-    """An answer cut off: an unclosed code fence, a numbered list stopping early, a final
-    sentence with no end, or an unpunctuated end at a round token count."""
+    """An answer cut off: an unclosed code fence, bare code stopping mid-way (`code.py`), a
+    numbered list stopping early, a final sentence with no end, or an unpunctuated end at
+    a round token count."""
 
     name = "truncated"
 
@@ -158,9 +160,13 @@ class TruncationFilter(ConversationFilter):
         return None
 
     def kind(self, text: str) -> str | None:
-        """ "code_fence", "list", "mid_sentence", "token_limit" or None for a whole answer."""
+        """ "code_fence", "list", "mid_sentence", "token_limit", a `code.code_cut` kind
+        ("code_brackets", "code_string", "code_statement") for an answer ending in bare
+        code, or None for a whole answer."""
         if len(_FENCE.findall(text)) % 2:
             return "code_fence"
+        if (code := code_tail(text)) is not None:
+            return code_cut(code)  # code is judged as code, never as a prose sentence
         lines = [line for line in text.splitlines() if line.strip()]
         last = lines[-1].strip()
         if self._list_cut(text, last):
