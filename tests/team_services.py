@@ -140,6 +140,8 @@ def team_mlflow(
         "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # spare the 2 cores
+        # in the environment, not on the command line, where `ps` shows its password
+        "MLFLOW_BACKEND_STORE_URI": f"{pg_uri}/mlflow",
     }
     proc = subprocess.Popen(
         [
@@ -153,8 +155,6 @@ def team_mlflow(
             str(port),
             "--workers",
             "2",
-            "--backend-store-uri",
-            f"{pg_uri}/mlflow",
             "--artifacts-destination",
             artifacts,
         ],
