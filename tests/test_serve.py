@@ -7,6 +7,7 @@ runs) and with the tokenizer's own counts, never with expected words.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from collections.abc import Iterator
@@ -223,11 +224,9 @@ def test_streamed_usage_counts_the_generated_tokens(
         ]
     # A stop string that starts where one of the free answer's deltas starts: the delta
     # that completes it carries tokens but no text, so tokens and text chunks differ.
-    free = list(engine.generate_stream(prompt_ids, max_tokens=max_tokens, temperature=0))
+    free = _deltas(engine, prompt_ids, max_tokens=max_tokens, temperature=0)
     for stop in (d.text[:3] for d in free[2:] if len(d.text) >= 3):
-        deltas = list(
-            engine.generate_stream(prompt_ids, max_tokens=max_tokens, temperature=0, stop=[stop])
-        )
+        deltas = _deltas(engine, prompt_ids, max_tokens=max_tokens, temperature=0, stop=[stop])
         if deltas[-1].finish_reason == "stop" and not deltas[-1].text and deltas[-1].token_ids:
             break
     else:
@@ -312,7 +311,14 @@ def test_context_overflow_is_bad_request(client: OpenAI) -> None:
         (CHAT, {"model": MODEL_NAME, "messages": "hi"}, 400, "messages"),
         (CHAT, {"model": MODEL_NAME, "messages": [{"role": "robot", "content": "x"}]}, 400,
          "messages[0].role"),
-        (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "n": 2}, 400, "n"),
+        (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "n": 0}, 400, "n"),
+        (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "n": 17}, 400, "n"),
+        (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "top_logprobs": 2}, 400,
+         "top_logprobs"),
+        (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "logprobs": True,
+                "top_logprobs": 21}, 400, "top_logprobs"),
+        (COMPLETIONS, {"model": MODEL_NAME, "prompt": "hi", "logprobs": -1}, 400, "logprobs"),
+        (COMPLETIONS, {"model": MODEL_NAME, "prompt": "hi", "top_p": 0}, 400, "top_p"),
         (CHAT, {"model": MODEL_NAME, "messages": USER_HI, "temperature": "hot"}, 400,
          "temperature"),
         (COMPLETIONS, {"model": MODEL_NAME, "prompt": "hi", "echo": True}, 400, "echo"),
@@ -374,10 +380,22 @@ def test_internal_errors_become_server_error_without_traceback() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir: Path) -> Any:
-    from lmforge.serve.engine import HFEngine
+def engine(model_dir: Path) -> Iterator[Any]:
+    from lmforge.serve.hf_engine import HFEngine
 
-    return HFEngine(str(model_dir), device="cpu")
+    engine = HFEngine(str(model_dir), device="cpu", kv_cache_blocks=8, kv_page_size=64)
+    yield engine
+    engine.close()
+
+
+def _deltas(engine: Any, prompt_ids: list[int], **sampling: Any) -> list[Any]:
+    """The engine's stream for one request, collected in a fresh event loop."""
+    from lmforge.serve.engine import SamplingParams
+
+    async def collect() -> list[Any]:
+        return [d async for d in engine.generate_stream(prompt_ids, SamplingParams(**sampling))]
+
+    return asyncio.run(collect())
 
 
 def test_engine_never_answers_with_nothing(engine: Any) -> None:
@@ -407,7 +425,7 @@ def test_engine_stream_holds_back_partial_stop_strings(engine: Any) -> None:
         if len((result := engine.generate(prompt, max_tokens=30, seed=seed)).text) >= 8
     )
     stop = free.text[4:7]
-    deltas = list(engine.generate_stream(prompt, max_tokens=30, seed=seed, stop=[stop]))
+    deltas = _deltas(engine, prompt, max_tokens=30, seed=seed, stop=[stop])
     text = "".join(d.text for d in deltas)
     assert text == free.text[: free.text.index(stop)]
     assert [d.finish_reason for d in deltas][-1] == "stop"
@@ -417,7 +435,7 @@ def test_engine_stream_holds_back_partial_stop_strings(engine: Any) -> None:
 def test_engine_refuses_pickle_only_folder(tmp_path: Path) -> None:
     # Loading goes through lmforge.platform.hf_model: a pickle checkpoint is never opened.
     from lmforge.platform.hf_model import ModelFolderError
-    from lmforge.serve.engine import HFEngine
+    from lmforge.serve.hf_engine import HFEngine
 
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     (tmp_path / "pytorch_model.bin").write_bytes(b"not opened")
@@ -443,13 +461,13 @@ def test_streamed_bodies_parse_as_the_client_types() -> None:
         assert event.startswith("data: ") and event.endswith("\n\n")
         return json.loads(event.removeprefix("data: "))
 
-    text = wire(sse(CompletionBodies.new(MODEL_NAME).text("hi")))
+    text = wire(sse(CompletionBodies.new(MODEL_NAME).text(0, "hi", [])))
     assert text["choices"] == [{"index": 0, "text": "hi", "logprobs": None, "finish_reason": None}]
     assert text["usage"] is None and "system_fingerprint" not in text
-    assert Completion.model_validate(wire(sse(CompletionBodies("x", 0, "m").finish("length"))))
+    assert Completion.model_validate(wire(sse(CompletionBodies("x", 0, "m").finish(0, "length"))))
 
     chat = ChatBodies.new(MODEL_NAME)
-    opening, piece, end = chat.opening()[0], chat.text("hi"), chat.finish("stop")
+    opening, piece, end = chat.opening(0)[0], chat.text(0, "hi", []), chat.finish(0, "stop")
     assert [wire(sse(c))["choices"][0]["delta"] for c in (opening, piece, end)] == [
         {"role": "assistant", "content": ""},
         {"content": "hi"},

@@ -15,6 +15,7 @@ from lmforge.jobs.command import stage_command
 from lmforge.jobs.kube import kube_command
 from lmforge.jobs.lineage import lineage_command
 from lmforge.jobs.pipeline import run_command
+from lmforge.jobs.serve_config import serve_config_command
 from lmforge.jobs.stages import STAGES
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ for _stage in STAGES:
 app.command("run")(run_command)
 app.command("kube")(kube_command)
 app.command("lineage")(lineage_command)
+app.command("serve-config")(serve_config_command)
 
 
 @app.command("presets")

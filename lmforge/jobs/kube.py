@@ -7,7 +7,8 @@ writes three files (the dicts come from `lmforge.platform.kuberay`):
 - `rayjob.yaml`: the whole pipeline (`python -m lmforge.jobs.pipeline`) on a cluster
   KubeRay starts for it and deletes after; the Serve demo at its end does not block;
 - `rayservice.yaml`: the registered model (`serve.model`, `models:/NAME@ALIAS`) behind
-  Ray Serve's OpenAI-compatible app, through `lmforge.serve.deploy:app_builder`;
+  Ray Serve's OpenAI-compatible app, through `lmforge.serve.deploy:app_builder` (the
+  Serve config file of `lmforge serve-config`, with `proxy_location` from the recipe);
 - `raycluster.yaml`: a long-lived cluster for `ray job submit` whose CPU and GPU groups
   scale from zero (KubeRay's autoscaler), like cluster.yaml on AWS.
 
@@ -38,7 +39,7 @@ from lmforge.platform import kuberay
 from lmforge.platform.config import ConfigError
 from lmforge.platform.kuberay import ClusterSpec, PodShape, Secrets, WorkerGroup
 from lmforge.platform.storage import is_remote
-from lmforge.serve.deploy import APP_NAME, app_builder
+from lmforge.serve.deployment import serve_config_file
 from lmforge.train.hardware import get_gpu
 
 PROJECT_DIR = "/home/ray/lmforge"  # the repository inside the image
@@ -186,7 +187,9 @@ def serving_group(recipe: Recipe) -> WorkerGroup:
     shape = gpu_shape(gpus, cfg.num_cpus) if gpus else CPU_WORKER
     if cfg.num_cpus > shape.cpus:
         raise ConfigError(f"serve.num_cpus: more than a pod's {shape.cpus} CPUs")
-    return WorkerGroup(name="gpu" if gpus else "cpu", shape=shape, replicas=cfg.num_replicas)
+    # with autoscaling, room for the most replicas Serve may start
+    replicas = cfg.autoscaling.max_replicas if cfg.autoscaling else cfg.num_replicas
+    return WorkerGroup(name="gpu" if gpus else "cpu", shape=shape, replicas=replicas)
 
 
 def entrypoint(recipe_in_image: str, overrides: list[str] | tuple[str, ...]) -> str:
@@ -224,24 +227,8 @@ def manifests(
     elastic = [
         replace(g, replicas=0, min_replicas=0, max_replicas=max(g.replicas, 1)) for g in (cpu, gpu)
     ]
-    serve_cfg = recipe.serve
-    serve_config = {
-        "applications": [
-            {
-                "name": APP_NAME,
-                "import_path": f"{app_builder.__module__}:{app_builder.__name__}",
-                "route_prefix": "/",
-                "args": {
-                    "model": serve_cfg.model,
-                    "served_model_name": serve_cfg.served_model_name,
-                    "num_replicas": serve_cfg.num_replicas,
-                    "num_cpus": serve_cfg.num_cpus,
-                    "num_gpus": serve_cfg.num_gpus,
-                    "max_tokens": serve_cfg.max_tokens,
-                },
-            }
-        ]
-    }
+    # the file `lmforge serve-config` writes; KubeRay runs the proxy on its own port
+    serve_config = serve_config_file(recipe.serve, address=False)
     ns = options.namespace
     return {
         "rayjob": kuberay.ray_job(

@@ -15,6 +15,7 @@ from lmforge.jobs.common import StageResult, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.platform import registry, tracking
 from lmforge.platform.config import ConfigError
+from lmforge.serve.auth import client_key
 from lmforge.serve.deploy import ask, deploy, serve_forever
 
 
@@ -46,7 +47,8 @@ def run(
         base_url = deploy(cfg, tracking_uri=recipe.mlflow.tracking_uri)
         ready_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        reply = ask(base_url, cfg.served_model_name, cfg.demo_prompt, cfg.max_tokens)
+        key = client_key(cfg.api_keys_file)  # the endpoint asks for one when keys are set
+        reply = ask(base_url, cfg.served_model_name, cfg.demo_prompt, cfg.max_tokens, api_key=key)
         latency = time.perf_counter() - t0
         answer = reply.choices[0].message.content or ""
         completion_tokens = reply.usage.completion_tokens if reply.usage else 0

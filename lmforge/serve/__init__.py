@@ -4,7 +4,7 @@
     serve.run(build_app("models:/tiny@champion", served_model_name="tiny"), route_prefix="/")
 
 The engine is injectable (`build_app(engine_factory=...)`); `HFEngine` runs a Hugging
-Face causal LM with transformers. `deploy.py` starts the app from a recipe's
+Face causal LM with transformers' continuous batching. `deploy.py` starts the app from a recipe's
 `ServeConfig` (`config.py`). Names are imported on first use, so importing this package
 does not import Ray, FastAPI or torch.
 
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lmforge.serve.app import EngineFactory, OpenAIServer, build_app
-    from lmforge.serve.engine import Engine, GenerationDelta, GenerationResult, HFEngine
+    from lmforge.serve.engine import Engine, GenerationDelta, GenerationResult, SamplingParams
+    from lmforge.serve.hf_engine import HFEngine
 
 __all__ = [
     "Engine",
@@ -27,6 +28,7 @@ __all__ = [
     "GenerationResult",
     "HFEngine",
     "OpenAIServer",
+    "SamplingParams",
     "build_app",
 ]
 
@@ -34,7 +36,8 @@ _WHERE = {
     "Engine": "lmforge.serve.engine",
     "GenerationDelta": "lmforge.serve.engine",
     "GenerationResult": "lmforge.serve.engine",
-    "HFEngine": "lmforge.serve.engine",
+    "HFEngine": "lmforge.serve.hf_engine",
+    "SamplingParams": "lmforge.serve.engine",
     "EngineFactory": "lmforge.serve.app",
     "OpenAIServer": "lmforge.serve.app",
     "build_app": "lmforge.serve.app",

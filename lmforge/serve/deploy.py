@@ -8,7 +8,8 @@ The library half of the `serve` stage (`lmforge.jobs.serve` is its entry point):
 a connected Ray (`ray.init` done by the caller) and a `ServeConfig` whose `model` and
 `served_model_name` are filled (`Recipe.with_defaults` does). The replica resolves a
 `models:/NAME@ALIAS` itself, so it is given the caller's MLflow tracking URI.
-`app_builder(args)` builds the same app from a Serve config file (a KubeRay RayService).
+`app_builder(args)` builds the same app from a Serve config file (`lmforge serve-config`,
+a KubeRay RayService); `build(cfg)` picks the engine's app (`serve.engine`).
 """
 
 from __future__ import annotations
@@ -17,40 +18,62 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lmforge.serve.config import ServeConfig
+from lmforge.serve.deployment import APP_NAME, actor_options, deployment_options, http_options
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
     from ray.serve import Application
 
-APP_NAME = "lmforge"  # the Serve application name, one per cluster
+__all__ = ["APP_NAME", "app_builder", "ask", "deploy", "serve_forever"]
+
+
+def build(cfg: ServeConfig, *, runtime_env: dict[str, Any] | None = None) -> Application:
+    """The application of `cfg.engine`: lmforge's OpenAI app over the `hf` engine, or
+    `ray.serve.llm`'s over vLLM (`vllm_app.py`)."""
+    if cfg.model is None or cfg.served_model_name is None:
+        raise ValueError("serve.model and serve.served_model_name must be set")
+    if cfg.engine == "vllm":
+        from lmforge.serve.vllm_app import build_vllm_app
+
+        return build_vllm_app(cfg)
+    from lmforge.serve.app import build_app
+    from lmforge.serve.operations import OpsSettings
+
+    actor = actor_options(cfg)
+    if runtime_env is not None:
+        actor["runtime_env"] = runtime_env
+    return build_app(
+        cfg.model,
+        served_model_name=cfg.served_model_name,
+        ray_actor_options=actor,
+        default_max_tokens=cfg.max_tokens,
+        max_tokens_limit=cfg.max_tokens_limit,
+        engine_options=cfg.engine_options(),
+        ops=OpsSettings.from_config(cfg),
+        deployment_options=deployment_options(cfg),
+    )
 
 
 def deploy(cfg: ServeConfig, *, tracking_uri: str | None) -> str:
     """Start (or update) the Serve application; returns the OpenAI base URL (".../v1").
 
     `tracking_uri` becomes MLFLOW_TRACKING_URI in the replicas' runtime env; None leaves
-    the replicas with whatever their node has.
+    the replicas with whatever their node has. API keys never go there: each replica
+    reads its node's LMFORGE_API_KEYS or `serve.api_keys_file` (`auth.py`).
     """
     from ray import serve
 
-    from lmforge.serve.app import build_app
+    from lmforge.serve.auth import ApiKeys, client_key, warn_if_open
 
-    if cfg.model is None or cfg.served_model_name is None:
-        raise ValueError("serve.model and serve.served_model_name must be set")
-    serve.start(
-        proxy_location=cfg.proxy_location, http_options={"host": cfg.host, "port": cfg.port}
-    )
-    options: dict[str, Any] = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus}
+    runtime_env = None
     if tracking_uri is not None:
         # the replica resolves models:/NAME@ALIAS itself, from the same store
-        options["runtime_env"] = {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}}
-    app = build_app(
-        cfg.model,
-        served_model_name=cfg.served_model_name,
-        num_replicas=cfg.num_replicas,
-        ray_actor_options=options,
-        default_max_tokens=cfg.max_tokens,
-    )
+        runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}}
+    app = build(cfg, runtime_env=runtime_env)
+    key = client_key(cfg.api_keys_file)
+    if (warning := warn_if_open(cfg.host, ApiKeys([key] if key else []))) is not None:
+        print(f"[lmforge serve] warning: {warning}", flush=True)
+    serve.start(proxy_location=cfg.proxy_location, http_options=http_options(cfg))
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     # a wildcard bind address is reachable on loopback
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
@@ -59,28 +82,27 @@ def deploy(cfg: ServeConfig, *, tracking_uri: str | None) -> str:
 
 def app_builder(args: dict[str, Any]) -> Application:
     """The application of a Serve config file (`import_path:
-    lmforge.serve.deploy:app_builder`, as KubeRay's serveConfigV2 names it); `args` are
-    `serve:` fields, `model` and `served_model_name` required. The replicas find MLflow
-    through MLFLOW_TRACKING_URI in their node's environment."""
-    from lmforge.serve.app import build_app
-
+    lmforge.serve.deploy:app_builder`, as `lmforge serve-config` and KubeRay's
+    serveConfigV2 name it); `args` are `serve:` fields, `model` and `served_model_name`
+    required. The replicas find MLflow through MLFLOW_TRACKING_URI in their node's
+    environment, and API keys there too (LMFORGE_API_KEYS) or in `api_keys_file`."""
     cfg = ServeConfig.model_validate(args)
     if cfg.model is None or cfg.served_model_name is None:
         raise ValueError("Serve args: 'model' and 'served_model_name' must be set")
-    return build_app(
-        cfg.model,
-        served_model_name=cfg.served_model_name,
-        num_replicas=cfg.num_replicas,
-        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
-        default_max_tokens=cfg.max_tokens,
-    )
+    return build(cfg)
 
 
-def ask(base_url: str, model: str, question: str, max_tokens: int) -> ChatCompletion:
-    """One greedy chat completion through the official client (its `usage` is filled)."""
+def ask(
+    base_url: str, model: str, question: str, max_tokens: int, *, api_key: str | None = None
+) -> ChatCompletion:
+    """One greedy chat completion through the official client (its `usage` is filled).
+    `api_key` None: the first key of LMFORGE_API_KEYS, if any."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="not-needed-locally", max_retries=2)
+    from lmforge.serve.auth import client_key
+
+    key = api_key or client_key() or "not-needed-locally"
+    client = OpenAI(base_url=base_url, api_key=key, max_retries=2)
     return client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": question}],

@@ -1,29 +1,64 @@
-"""Serving engines: the `Engine` contract and `HFEngine`, a transformers implementation.
+"""Serving engines: the `Engine` contract, and what every engine shares.
 
 The HTTP layer (`app.py`) only talks to the `Engine` protocol, so a deployment can be
-given another engine (vLLM on GPUs, a fake in tests) through `build_app(engine_factory=)`.
+given another engine (vLLM on GPUs, a small fake in tests) through
+`build_app(engine_factory=)`. `HFEngine` (`hf_engine.py`) is the transformers one.
 
-`HFEngine` decodes one request at a time with a KV cache: one forward pass over the
-prompt, then one pass per generated token. The non-streaming `generate` consumes the
-streaming generator, so a streamed answer and a non-streamed one with the same seed are
-the same text by construction.
+An engine streams `GenerationDelta`s for one choice (`generate_stream`, an async
+iterator); `generate` collects them, so a streamed answer and a whole one with the same
+seed are the same text by construction. `TextStream` turns sampled token ids into final
+text (held back while a character or a stop string may still be forming): every engine
+that samples tokens uses it, so stop strings behave the same everywhere.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-if TYPE_CHECKING:
-    import torch
+from typing import Literal, Protocol
 
 # Why a generation ended: the one definition, used by the response bodies too. A subset
 # of the API's values (no tool calls, no content filter).
 FinishReason = Literal["stop", "length"]
 
-logger = logging.getLogger("ray.serve")
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one choice. `temperature` 0 is greedy; `seed` None draws one;
+    `logprobs` None returns none, k >= 0 returns each token's logprob and the k most
+    likely alternatives (under the model's own distribution, before temperature)."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] | None = None
+    seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token: its text, log-probability, and the `top` alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """One step of a streamed generation.
+
+    `text` is new text since the previous delta (may be empty while bytes of a character
+    or a possible stop string are held back); `token_ids` are the tokens sampled since
+    the previous delta, `logprobs` theirs (empty unless asked for). Only the last delta
+    has a `finish_reason`.
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -38,24 +73,16 @@ class GenerationResult:
     text: str
     token_ids: list[int]
     finish_reason: FinishReason
-
-
-@dataclass(frozen=True)
-class GenerationDelta:
-    """One step of a streamed generation.
-
-    `text` is new text since the previous delta (may be empty while bytes of a character
-    or a possible stop string are held back); `token_ids` are the tokens sampled since
-    the previous delta. Only the last delta has a `finish_reason`.
-    """
-
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 class Engine(Protocol):
-    """What the HTTP layer needs from a model: tokenization and generation."""
+    """What the HTTP layer needs from a model: tokenization and generation.
+
+    `encode_*` may be slow (a chat template, a long prompt): the app calls them in a
+    worker thread. `generate_stream` is called on the event loop and must not block it;
+    closing the iterator early (a stop string, a client gone) cancels the generation.
+    """
 
     @property
     def max_context_length(self) -> int:
@@ -70,222 +97,99 @@ class Engine(Protocol):
         """Token ids of a conversation rendered by the chat template, ready to answer."""
         ...
 
-    def generate(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> GenerationResult:
-        """Generate a whole completion."""
-        ...
-
     def generate_stream(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> Generator[GenerationDelta, None, None]:
-        """Generate a completion as deltas; the last one has the finish reason."""
+        self, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[GenerationDelta]:
+        """Generate one choice as deltas; the last one has the finish reason."""
         ...
 
 
-class HFEngine:
-    """A causal LM and its tokenizer, loaded from a local Hugging Face directory.
+def local_model_dir(model: str) -> str:
+    """A local Hugging Face folder for `model`: `models:/NAME@ALIAS` (or `/VERSION`) from
+    the MLflow registry, an `s3://`/`gs://` folder copied to a temporary folder, or a
+    local folder as is; each checked to hold config.json and safetensors weights (a
+    pickle-only folder is refused, `platform.hf_model.check_model_dir`)."""
+    import tempfile
 
-    The directory holds safetensors weights, `config.json` and the tokenizer files, as
-    written by `save_pretrained`; it is loaded by `lmforge.platform.hf_model`, which
-    refuses pickle-only folders and picks the dtype (bf16 on CUDA, fp32 on CPU).
-    `device` is `"auto"` (CUDA when available, else CPU) or any torch device string.
+    from lmforge.platform import storage
+    from lmforge.platform.hf_model import check_model_dir
+    from lmforge.platform.registry import resolve_model_dir
+
+    if storage.is_remote(model):
+        local = storage.download_dir(model, tempfile.mkdtemp(prefix="lmforge-serve-"))
+        check_model_dir(local)
+        return local
+    return resolve_model_dir(model)
+
+
+async def generate(
+    engine: Engine, prompt_ids: list[int], params: SamplingParams
+) -> GenerationResult:
+    """A whole completion: the engine's stream, collected."""
+    text: list[str] = []
+    token_ids: list[int] = []
+    logprobs: list[TokenLogprob] = []
+    finish: FinishReason = "length"
+    async for delta in engine.generate_stream(prompt_ids, params):
+        text.append(delta.text)
+        token_ids.extend(delta.token_ids)
+        logprobs.extend(delta.logprobs)
+        finish = delta.finish_reason or finish
+    return GenerationResult("".join(text), token_ids, finish, logprobs)
+
+
+class TextStream:
+    """Sampled tokens in, final text out, one token at a time.
+
+    Text is held back while it ends in an incomplete UTF-8 character (decoded as U+FFFD)
+    or in a prefix of a stop string, so no delta ever has to be retracted. An EOS token
+    ends the text (finish "stop") and carries none; a stop string ends it too and is cut.
+    `decode(ids)` is the tokenizer's decode without special tokens.
     """
 
-    def __init__(self, model_dir: str, *, device: str = "auto") -> None:
-        from lmforge.platform.hf_model import load_causal_lm, pick_device
+    def __init__(
+        self, decode: Callable[[list[int]], str], stops: list[str] | None, eos_ids: set[int]
+    ) -> None:
+        self._decode = decode
+        self._stops = [s for s in stops or [] if s]
+        self._eos_ids = eos_ids
+        self._generated: list[int] = []  # tokens that carry text (no EOS)
+        self._text = ""
+        self._emitted = 0  # characters of `_text` already sent
+        self.done = False
 
-        self.device = pick_device(device)
-        self.model, self.tokenizer = load_causal_lm(model_dir, device=str(self.device))
+    def push(self, token: int) -> tuple[str, FinishReason | None]:
+        """Add one sampled token: (newly final text, the finish reason if it ended here)."""
+        if token in self._eos_ids:
+            return self._release("stop")
+        self._generated.append(token)
+        # Decoding the whole completion each step keeps byte-level merges right; the cost
+        # is small next to a forward pass.
+        self._text = self._decode(self._generated)
+        # A trailing U+FFFD may be the first bytes of a character still being generated:
+        # only the text before it is final, so only it is searched.
+        stable = self._text.rstrip("\ufffd")
+        if (hit := _find_stop(stable, self._stops)) is not None:
+            return self._cut(hit)
+        safe = _safe_length(stable, self._stops)
+        if safe <= self._emitted:
+            return "", None
+        piece, self._emitted = self._text[self._emitted : safe], safe
+        return piece, None
 
-        vocab = self.model.config.vocab_size
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        self._eos_ids = {i for i in eos_ids if i is not None and i < vocab}
-        # Padding is never a meaningful output token.
-        pad = self.tokenizer.pad_token_id
-        self._never_ids = [pad] if pad is not None and pad not in self._eos_ids else []
-        # min_new_tokens=1: the first token must carry text, so an undertrained model
-        # cannot answer with nothing (EOS) or with a special token that decodes to "".
-        # Added tokens flagged special (chat-role markers) count too: decode skips them.
-        special = set(self.tokenizer.all_special_ids) | {
-            i for i, tok in self.tokenizer.added_tokens_decoder.items() if tok.special
-        }
-        self._banned_first = sorted({i for i in special if i < vocab} | self._eos_ids)
-        logger.info(
-            "HFEngine loaded %s: %s, %.1fM parameters, vocab %d, %s on %s",
-            model_dir,
-            type(self.model).__name__,
-            sum(p.numel() for p in self.model.parameters()) / 1e6,
-            vocab,
-            self.model.dtype,
-            self.device,
-        )
+    def finish(self) -> tuple[str, FinishReason]:
+        """The token budget is spent: the text is final, held-back text is released."""
+        return self._release("length")
 
-    @property
-    def max_context_length(self) -> int:
-        """`max_position_embeddings` of the model config."""
-        return int(self.model.config.max_position_embeddings)
+    def _release(self, reason: FinishReason) -> tuple[str, FinishReason]:
+        if (hit := _find_stop(self._text, self._stops)) is not None:
+            return self._cut(hit)
+        self.done = True
+        return self._text[self._emitted :], reason
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        """Token ids as `tokenizer(prompt)` gives them (with BOS where the tokenizer adds it)."""
-        return list(self.tokenizer(prompt)["input_ids"])
-
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Render with the tokenizer's chat template and an open assistant turn."""
-        encoded: Any = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-        # transformers 5 returns a BatchEncoding (return_dict=True by default), 4.x a list.
-        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-        return list(ids)
-
-    def generate(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> GenerationResult:
-        """Generate a whole completion (see `GenerationResult` for what is counted)."""
-        text: list[str] = []
-        token_ids: list[int] = []
-        finish: FinishReason = "length"
-        for delta in self.generate_stream(
-            prompt_ids,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            stop=stop,
-            seed=seed,
-        ):
-            text.append(delta.text)
-            token_ids.extend(delta.token_ids)
-            finish = delta.finish_reason or finish
-        return GenerationResult("".join(text), token_ids, finish)
-
-    def generate_stream(
-        self,
-        prompt_ids: list[int],
-        *,
-        max_tokens: int,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> Generator[GenerationDelta, None, None]:
-        """Sample up to `max_tokens` tokens, yielding text as soon as it is final.
-
-        Text is held back while it ends in an incomplete UTF-8 character (decoded as
-        U+FFFD) or in a prefix of a stop string, so no delta ever has to be retracted.
-        The generator may be resumed from different threads: no torch context manager
-        is held across a `yield` (grad mode is thread-local).
-        """
-        import torch
-
-        if not prompt_ids:
-            raise ValueError("the prompt has no tokens")
-        stops = [s for s in stop or [] if s]
-        generator = torch.Generator(device=self.device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-
-        input_ids = torch.tensor([prompt_ids], device=self.device)  # (1, T)
-        cache: Any = None
-        generated: list[int] = []  # tokens that carry text (no EOS)
-        pending: list[int] = []  # tokens sampled since the last delta
-        text, emitted = "", 0  # decoded text, and how many characters of it were yielded
-        finish: FinishReason = "length"
-        for step in range(max_tokens):
-            logits, cache = self._forward(input_ids, cache)
-            token = self._sample(logits, step == 0, temperature, top_p, generator)
-            pending.append(token)
-            if token in self._eos_ids:
-                finish = "stop"
-                break
-            generated.append(token)
-            # Decoding the whole completion each step keeps byte-level merges right;
-            # the cost is negligible next to a forward pass.
-            text = str(
-                self.tokenizer.decode(
-                    generated, skip_special_tokens=True, clean_up_tokenization_spaces=False
-                )
-            )
-            # A trailing U+FFFD may be the first bytes of a character still being
-            # generated: only the text before it is final, so only it is searched.
-            stable = text.rstrip("\ufffd")
-            hit = _find_stop(stable, stops)
-            if hit is not None:
-                yield GenerationDelta(text[emitted : max(hit, emitted)], pending, "stop")
-                return
-            safe = _safe_length(stable, stops)
-            if safe > emitted:
-                yield GenerationDelta(text[emitted:safe], pending)
-                emitted, pending = safe, []
-            input_ids = torch.tensor([[token]], device=self.device)  # (1, 1)
-        # The text is final now: what was held back is released (or cut at a stop string).
-        hit = _find_stop(text, stops)
-        if hit is not None:
-            yield GenerationDelta(text[emitted : max(hit, emitted)], pending, "stop")
-        else:
-            yield GenerationDelta(text[emitted:], pending, finish)
-
-    def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        """One decoder pass; returns last-position logits (V,) and the grown KV cache."""
-        import torch
-
-        with torch.inference_mode():
-            # `cache` is the transformers >= 5.2x name (`past_key_values` is deprecated);
-            # logits_to_keep=1 skips the (T, V) logits of the prompt positions.
-            out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1], out.cache
-
-    def _sample(
-        self,
-        logits: torch.Tensor,
-        first: bool,
-        temperature: float,
-        top_p: float,
-        generator: torch.Generator,
-    ) -> int:
-        """Pick the next token from logits (V,): greedy at temperature 0, else top-p."""
-        import torch
-
-        with torch.inference_mode():
-            logits = logits.to(torch.float32, copy=True)
-            logits[self._never_ids] = float("-inf")
-            if first:
-                logits[self._banned_first] = float("-inf")
-            if temperature == 0:
-                return int(torch.argmax(logits))
-            probs = torch.softmax(logits / temperature, dim=-1)
-            if top_p < 1.0:
-                sorted_probs, order = torch.sort(probs, descending=True)
-                # Drop a token when the mass before it already reaches top_p; the most
-                # likely token always stays.
-                drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-                sorted_probs[drop] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-            return int(torch.multinomial(probs, 1, generator=generator))
+    def _cut(self, hit: int) -> tuple[str, FinishReason]:
+        self.done = True
+        return self._text[self._emitted : max(hit, self._emitted)], "stop"
 
 
 def _find_stop(text: str, stops: list[str]) -> int | None:

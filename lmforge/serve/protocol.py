@@ -8,18 +8,20 @@ still work.
 They are written here rather than taken from the `openai` package: its request
 parameters (`CompletionCreateParams`, ...) are TypedDicts for building a client's
 request, with no validation, no defaults and no way to reject what this server does not
-support (`n > 1`, `echo`, logprobs, several prompts). Responses, on the other hand, are
-the package's own pydantic models (see `responses.py`).
+support (`echo`, several prompts). Responses, on the other hand, are the package's own
+pydantic models (see `responses.py`).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # OpenAI accepts at most four stop sequences; more is a client bug worth reporting.
 MAX_STOP_SEQUENCES = 4
+MAX_CHOICES = 16  # `n`: each choice is a request of its own in the engine's batch
+MAX_TOP_LOGPROBS = 20  # as OpenAI's chat API (its completions API stops at 5, vLLM at 20)
 
 
 def _normalise_stop(value: str | list[str] | None) -> list[str] | None:
@@ -50,7 +52,7 @@ class _Request(BaseModel):
         1.0, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy decoding."
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    n: int = Field(1, description="Number of choices; only 1 is supported.")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="Number of choices to generate.")
     stop: str | list[str] | None = Field(
         None, description="Up to four sequences that end generation (not returned)."
     )
@@ -60,13 +62,6 @@ class _Request(BaseModel):
     stream: bool = Field(False, description="Stream Server-Sent Events instead of JSON.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
-
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
 
     @field_validator("stop")
     @classmethod
@@ -85,7 +80,12 @@ class CompletionRequest(_Request):
     prompt: str | list[str] = Field(description="The prompt: a string or a list of one.")
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
     echo: bool = Field(False, description="Not supported; must be false.")
-    logprobs: int | None = Field(None, description="Not supported; must be null.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Return each token's logprob and this many most likely alternatives.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -102,12 +102,10 @@ class CompletionRequest(_Request):
             raise ValueError("echo is not supported")
         return echo
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, logprobs: int | None) -> int | None:
-        if logprobs is not None:
-            raise ValueError("logprobs are not supported")
-        return logprobs
+    @property
+    def top_logprobs_count(self) -> int | None:
+        """Alternatives per token, or None for no logprobs."""
+        return self.logprobs
 
     @property
     def prompt_text(self) -> str:
@@ -145,14 +143,23 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation.")
     max_tokens: int | None = Field(None, ge=1, description="Deprecated alias.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
-    logprobs: bool = Field(False, description="Not supported; must be false.")
+    logprobs: bool = Field(False, description="Return the logprob of each generated token.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Most likely alternatives per token."
+    )
 
-    @field_validator("logprobs")
+    @field_validator("top_logprobs")
     @classmethod
-    def _no_logprobs(cls, logprobs: bool) -> bool:
-        if logprobs:
-            raise ValueError("logprobs are not supported")
-        return logprobs
+    def _top_logprobs_need_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        # `logprobs` is declared first, so it is validated (and in `info.data`) by now
+        if top and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return top
+
+    @property
+    def top_logprobs_count(self) -> int | None:
+        """Alternatives per token, or None for no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def token_limit(self) -> int | None:

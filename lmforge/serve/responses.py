@@ -6,12 +6,15 @@ into (`openai.types.Completion`, `openai.types.chat.ChatCompletion`, `ChatComple
 serialized with `exclude_unset=True`: the JSON carries the fields set here and none of
 the many optional ones (`system_fingerprint`, `service_tier`, tool calls, ...) that this
 server never produces. Fields that the API sends as `null` are therefore set to None
-explicitly: `logprobs` of every choice, `refusal` of a chat message, and `usage` of every
-streamed chunk but the last.
+explicitly: `logprobs` of a choice that did not ask for them, `refusal` of a chat
+message, and `usage` of every streamed chunk but the last.
 
-One `CompletionBodies` / `ChatBodies` object holds the id, creation time (Unix seconds)
-and model name of one response, and builds its whole body or its streamed chunks (the
-`ChunkFormat` that `streaming.py` drives).
+One `CompletionBodies` / `ChatBodies` object holds the id, creation time (Unix seconds),
+model name and whether logprobs were asked for, for one response; it builds the whole
+body from the `n` results, or the streamed chunks of each choice (`index`), as the
+`ChunkFormat` that `streaming.py` drives. Logprobs: completions send OpenAI's legacy
+shape (`tokens`, `token_logprobs`, `top_logprobs` as `{token: logprob}`), chat the
+`content` list of `ChatCompletionTokenLogprob`.
 """
 
 from __future__ import annotations
@@ -22,13 +25,20 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from openai.types import Completion, CompletionChoice, CompletionUsage, Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
-from openai.types.chat.chat_completion import Choice as ChatChoice
-from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionTokenLogprob,
+    chat_completion,
+    chat_completion_chunk,
+)
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_token_logprob import TopLogprob
+from openai.types.completion_choice import Logprobs
 from pydantic import BaseModel
 
-from lmforge.serve.engine import FinishReason
+from lmforge.serve.engine import FinishReason, GenerationResult, TokenLogprob
 
 OWNER = "lmforge"  # `owned_by` of the served model
 
@@ -77,46 +87,87 @@ REGISTRY_FIELDS = {
 }
 
 
+def completion_logprobs(tokens: list[TokenLogprob]) -> Logprobs:
+    """The legacy completions shape: parallel lists, alternatives as `{token: logprob}`."""
+    return Logprobs(
+        tokens=[t.token for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[dict(t.top) for t in tokens],
+    )
+
+
+def chat_logprobs(tokens: list[TokenLogprob]) -> list[ChatCompletionTokenLogprob]:
+    """The chat shape: one object per token, with its UTF-8 bytes and alternatives."""
+    return [
+        ChatCompletionTokenLogprob(
+            token=t.token,
+            bytes=list(t.token.encode()),
+            logprob=t.logprob,
+            top_logprobs=[
+                TopLogprob(token=tok, bytes=list(tok.encode()), logprob=lp) for tok, lp in t.top
+            ],
+        )
+        for t in tokens
+    ]
+
+
 @dataclass(frozen=True)
 class CompletionBodies:
     """The `text_completion` objects of one `POST /v1/completions` response.
 
-    Streamed: a chunk per piece of text (`finish_reason` null), then one with text ""
-    and the finish reason, then (if asked for) one with no choices and the usage.
+    Streamed, per choice: a chunk per piece of text (`finish_reason` null), then one with
+    text "" and the finish reason; at the end (if asked for) one with no choices and the
+    usage.
     """
 
     id: str
     created: int
     model: str
+    logprobs: bool = False
 
     @classmethod
-    def new(cls, model: str) -> CompletionBodies:
-        return cls(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model)
+    def new(cls, model: str, *, logprobs: bool = False) -> CompletionBodies:
+        return cls(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model, logprobs)
 
-    def whole(self, text: str, finish: FinishReason, counts: CompletionUsage) -> Completion:
-        """The non-streamed response."""
-        choice = CompletionChoice(index=0, text=text, logprobs=None, finish_reason=finish)
-        return self._body([choice], counts)
+    def whole(self, results: list[GenerationResult], counts: CompletionUsage) -> Completion:
+        """The non-streamed response: one choice per result."""
+        choices = [
+            CompletionChoice(
+                index=i,
+                text=r.text,
+                logprobs=self._logprobs(r.logprobs),
+                finish_reason=r.finish_reason,
+            )
+            for i, r in enumerate(results)
+        ]
+        return self._body(choices, counts)
 
-    def opening(self) -> list[BaseModel]:
+    def opening(self, index: int) -> list[BaseModel]:
         return []
 
-    def text(self, text: str) -> BaseModel:
-        return self._body([self._streamed_choice(text, None)])
+    def text(self, index: int, text: str, logprobs: list[TokenLogprob]) -> BaseModel:
+        return self._body([self._streamed_choice(index, text, None, logprobs)])
 
-    def finish(self, reason: FinishReason | None) -> BaseModel:
-        return self._body([self._streamed_choice("", reason)])
+    def finish(self, index: int, reason: FinishReason | None) -> BaseModel:
+        return self._body([self._streamed_choice(index, "", reason, [])])
 
     def usage(self, counts: CompletionUsage) -> BaseModel:
         return self._body([], counts)
 
-    @staticmethod
-    def _streamed_choice(text: str, finish: FinishReason | None) -> CompletionChoice:
+    def _logprobs(self, tokens: list[TokenLogprob]) -> Logprobs | None:
+        return completion_logprobs(tokens) if self.logprobs else None
+
+    def _streamed_choice(
+        self, index: int, text: str, finish: FinishReason | None, logprobs: list[TokenLogprob]
+    ) -> CompletionChoice:
         # The package types `finish_reason` as never null (streamed and whole completions
         # share one type), but the API sends null until the last chunk, and the client
         # parses chunks without validating: construct the choice without validation too.
         return CompletionChoice.model_construct(
-            index=0, text=text, logprobs=None, finish_reason=cast(Any, finish)
+            index=index,
+            text=text,
+            logprobs=self._logprobs(logprobs),
+            finish_reason=cast(Any, finish),
         )
 
     def _body(
@@ -136,50 +187,77 @@ class CompletionBodies:
 class ChatBodies:
     """The `chat.completion` (or `chat.completion.chunk`) objects of one chat response.
 
-    Streamed: a chunk with delta `{"role": "assistant", "content": ""}`, a chunk per
-    piece of text (`{"content": ...}`), one with delta `{}` and the finish reason, then
-    (if asked for) one with no choices and the usage.
+    Streamed, per choice: a chunk with delta `{"role": "assistant", "content": ""}`, a
+    chunk per piece of text (`{"content": ...}`), one with delta `{}` and the finish
+    reason; at the end (if asked for) one with no choices and the usage.
     """
 
     id: str
     created: int
     model: str
+    logprobs: bool = False
 
     @classmethod
-    def new(cls, model: str) -> ChatBodies:
-        return cls(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model)
+    def new(cls, model: str, *, logprobs: bool = False) -> ChatBodies:
+        return cls(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model, logprobs)
 
-    def whole(self, text: str, finish: FinishReason, counts: CompletionUsage) -> ChatCompletion:
-        """The non-streamed response."""
-        message = ChatCompletionMessage(role="assistant", content=text, refusal=None)
-        choice = ChatChoice(index=0, message=message, logprobs=None, finish_reason=finish)
+    def whole(self, results: list[GenerationResult], counts: CompletionUsage) -> ChatCompletion:
+        """The non-streamed response: one choice per result."""
+        choices = [
+            chat_completion.Choice(
+                index=i,
+                message=ChatCompletionMessage(role="assistant", content=r.text, refusal=None),
+                logprobs=(
+                    chat_completion.ChoiceLogprobs(content=chat_logprobs(r.logprobs))
+                    if self.logprobs
+                    else None
+                ),
+                finish_reason=r.finish_reason,
+            )
+            for i, r in enumerate(results)
+        ]
         return ChatCompletion(
             id=self.id,
             object="chat.completion",
             created=self.created,
             model=self.model,
-            choices=[choice],
+            choices=choices,
             usage=counts,
         )
 
-    def opening(self) -> list[BaseModel]:
-        return [self._chunk(ChoiceDelta(role="assistant", content=""))]
+    def opening(self, index: int) -> list[BaseModel]:
+        return [self._chunk(index, ChoiceDelta(role="assistant", content=""), [])]
 
-    def text(self, text: str) -> BaseModel:
-        return self._chunk(ChoiceDelta(content=text))
+    def text(self, index: int, text: str, logprobs: list[TokenLogprob]) -> BaseModel:
+        return self._chunk(index, ChoiceDelta(content=text), logprobs)
 
-    def finish(self, reason: FinishReason | None) -> BaseModel:
-        return self._chunk(ChoiceDelta(), reason)
+    def finish(self, index: int, reason: FinishReason | None) -> BaseModel:
+        return self._chunk(index, ChoiceDelta(), [], reason)
 
     def usage(self, counts: CompletionUsage) -> BaseModel:
         return self._body([], counts)
 
-    def _chunk(self, delta: ChoiceDelta, finish: FinishReason | None = None) -> ChatCompletionChunk:
-        choice = ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish)
+    def _chunk(
+        self,
+        index: int,
+        delta: ChoiceDelta,
+        logprobs: list[TokenLogprob],
+        finish: FinishReason | None = None,
+    ) -> ChatCompletionChunk:
+        choice = chat_completion_chunk.Choice(
+            index=index,
+            delta=delta,
+            logprobs=(
+                chat_completion_chunk.ChoiceLogprobs(content=chat_logprobs(logprobs))
+                if self.logprobs and logprobs
+                else None
+            ),
+            finish_reason=finish,
+        )
         return self._body([choice])
 
     def _body(
-        self, choices: list[ChunkChoice], counts: CompletionUsage | None = None
+        self, choices: list[chat_completion_chunk.Choice], counts: CompletionUsage | None = None
     ) -> ChatCompletionChunk:
         return ChatCompletionChunk(
             id=self.id,
