@@ -6,9 +6,10 @@
 Input: `--size` documents of the built-in docstring corpus. A byte-level BPE tokenizer is
 trained on them first with `lmforge.pipelines.tokenizer.train_tokenizer` (not timed).
 
-lmforge: what `tokenize.run` runs on the cluster, `TokenizePack` through `map_batches`
-(batches of `DOCS_PER_BATCH` documents, an autoscaling pool of actors), materialized in
-the object store. The documents enter as Arrow blocks of exactly one
+lmforge: what `tokenize.run` runs on the cluster: `TokenizeDocs` through `map_batches`
+(batches of `DOCS_PER_BATCH` documents, an autoscaling pool of actors; each document's ids,
+count, split and sample key), then `pack_batch` on the same batches, materialized in the
+object store. The documents enter as Arrow blocks of exactly one
 batch each, so both sides cut the same batches.
 Baseline: `tok(texts)` (the Hugging Face fast tokenizer, multi-threaded itself; its
 thread pool is capped at the cores Ray gets, through RAYON_RS_NUM_CPUS), then
@@ -107,12 +108,25 @@ def run_lmforge(chunks: list[list[str]], tok: Any, seq_len: int) -> tuple[float,
     import ray
     import ray.data
 
-    from lmforge.pipelines.packing import pack_sequences
+    from lmforge.pipelines.mixture import SOURCE, tokenize_documents
+    from lmforge.pipelines.packing import DOCS_PER_BATCH, pack_batch
 
     sw = harness.Stopwatch()
     with sw.span("run"):
-        docs = ray.data.from_arrow([pa.table({"text": c}) for c in chunks])
-        seqs = pack_sequences(docs, tok, seq_len).materialize()  # the stage's own call
+        blocks = [
+            pa.table(
+                {"id": [f"{k}-{i}" for i in range(len(c))], "text": c, SOURCE: ["docs"] * len(c)}
+            )
+            for k, c in enumerate(chunks)
+        ]
+        docs = ray.data.from_arrow(blocks)
+        ids = tokenize_documents(docs, tok, 0.0, 0)  # the stage's own calls
+        seqs = ids.map_batches(
+            pack_batch,
+            fn_args=(tok.eos_token_id, seq_len),
+            batch_size=DOCS_PER_BATCH,
+            batch_format="pyarrow",
+        ).materialize()
     tables = [ray.get(ref) for ref in seqs.to_arrow_refs()]
     return sw["run"], tables
 
@@ -170,7 +184,7 @@ def main() -> int:
     print(f"Ray startup (not timed below): {t_ray:.1f} s")
     harness.table(
         [
-            ("lmforge TokenizePack (Ray Data)", str(harness.RAY_CPUS), harness.fmt(t_lm, 2),
+            ("lmforge TokenizeDocs + pack (Ray Data)", str(harness.RAY_CPUS), harness.fmt(t_lm, 2),
              f"{n_lm:,}", harness.fmt(n_lm * args.seq_len / t_lm, 0)),
             ("transformers tok(texts) + pack", os.environ["RAYON_RS_NUM_CPUS"], harness.fmt(t_base, 2),
              f"{n_base:,}", harness.fmt(tokens / t_base, 0)),

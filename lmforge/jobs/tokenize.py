@@ -3,8 +3,10 @@
     python -m lmforge.jobs.tokenize --input CURATED [--input SYNTHETIC] --output DIR
 
 Output: `tokenizer/` (Hugging Face files), `train/` and `val/` (Parquet rows of
-`seq_len` token ids), `manifest.json` (documents, sequences and tokens per split, and the
-`digest` of the shards of both splits and the tokenizer files).
+`seq_len` token ids), `manifest.json` (documents, sequences and tokens per split; the
+`mixture` asked for, or null for the natural mix; per split and source the documents,
+tokens, realized share and, for train, repeats; the `digest` of the shards of both
+splits and the tokenizer files). The mixture is `lmforge/pipelines/mixture.py`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Any
 from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
-from lmforge.pipelines.packing import read_documents, write_split
+from lmforge.pipelines import mixture
+from lmforge.pipelines.packing import split_counts, write_packed
 from lmforge.pipelines.tokenizer import save_tokenizer, train_tokenizer
 from lmforge.platform import digest, storage, tracking
 
 
 def validate(recipe: Recipe) -> None:
-    check_inputs(recipe.tokenize.input, what="tokenize")
+    cfg = recipe.tokenize
+    check_inputs(cfg.input, what="tokenize")
+    mixture.source_labels(cfg.input, cfg.mixture, cfg.groups)
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
@@ -30,32 +35,54 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     inputs = [storage.absolute(u) for u in cfg.input]
     output = storage.absolute(cfg.output)
     validate(recipe)
+    labels = mixture.source_labels(cfg.input, cfg.mixture, cfg.groups)
+    weights = mixture.source_weights(labels, cfg.mixture) if cfg.mixture else None
     fp = reuse.fingerprint("tokenize", recipe)
     with stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
         tracking.record_inputs(inputs, digests=fp.input_digests)
         storage.remove(output)
-        docs = read_documents(inputs).materialize()
+        by_uri = {storage.absolute(u): name for u, name in labels.items()}
+        docs = mixture.labelled_documents(by_uri).materialize()
         n_docs = docs.count()
 
-        # 1) the tokenizer, trained on a sample streamed to the driver
+        # 1) the tokenizer, trained on a sample streamed to the driver (with a mixture:
+        # drawn across sources by the weights, so a small source still gets its tokens)
         t0 = time.perf_counter()
-        sample = (r["text"] for r in docs.limit(cfg.tokenizer_train_docs).iter_rows())
-        tok = train_tokenizer(sample, cfg.vocab_size)
+        if weights is None:
+            sampled = docs.limit(cfg.tokenizer_train_docs)
+        else:
+            sampled = mixture.tokenizer_sample(docs, weights, cfg.tokenizer_train_docs, cfg.seed)
+        tok = train_tokenizer((r["text"] for r in sampled.iter_rows()), cfg.vocab_size)
         tok_dir = storage.join(output, "tokenizer")
         save_tokenizer(tok, tok_dir)
         t_tok = time.perf_counter() - t0
 
-        # 2) tokenize and pack each split on the cluster
+        # 2) every document tokenized once; split by document, then the plan of repeats
+        # from the train documents' token counts (validation documents are written once)
+        tokens = mixture.tokenize_documents(docs, tok, cfg.val_fraction, cfg.seed)
+        tokens = tokens.materialize()
+        table = mixture.small_table(tokens, ["id", mixture.SOURCE, "n_tokens", "val", "key"])
+        val_mask = table["val"].to_numpy(zero_copy_only=False)
+        split_docs = {"train": table.filter(~val_mask), "val": table.filter(val_mask)}
+        plan, epochs = mixture.plan(split_docs["train"], weights, cfg.mixture_tokens)
+
+        # 3) pack each split on the cluster
         counts: dict[str, Any] = {}
-        for split, validation in (("train", False), ("val", True)):
-            counts[split] = write_split(
-                docs,
-                tok,
-                storage.join(output, split),
-                val_fraction=cfg.val_fraction,
-                validation=validation,
-                seq_len=cfg.seq_len,
+        sources: dict[str, Any] = {}
+        for split in ("train", "val"):
+            part = tokens.map_batches(
+                mixture.of_split, fn_args=(split == "val",), batch_format="pyarrow"
             )
+            split_plan = plan if split == "train" else mixture.Plan({}, {})  # val: once each
+            part = part.map_batches(
+                mixture.repeat_batch, fn_args=(split_plan,), batch_format="pyarrow"
+            )
+            folder = storage.join(output, split)
+            write_packed(part, tok.eos_token_id, folder, seq_len=cfg.seq_len)
+            counts[split] = split_counts(folder, split_docs[split].num_rows, cfg.seq_len)
+            sources[split] = mixture.figures(mixture.written(split_docs[split], split_plan))
+        for s, fig in sources["train"].items():
+            fig["repeats"] = epochs.get(s, 1.0)
 
         manifest = {
             "stage": "tokenize",
@@ -65,6 +92,10 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             "vocab_size": len(tok),
             "seq_len": cfg.seq_len,
             "eos_token_id": tok.eos_token_id,
+            "mixture": None
+            if weights is None
+            else {"weights": weights, "seed": cfg.seed, "tokens": cfg.mixture_tokens},
+            "sources": sources,  # per split and source: documents, tokens, share (+repeats)
             "splits": counts,
             "tokenizer": tok_dir,
             "digest": shards_digest(output),
@@ -79,8 +110,15 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             "val_sequences": float(counts["val"]["sequences"]),
             "val_tokens": float(counts["val"]["tokens"]),
         }
+        for split, per_source in sources.items():
+            prefix = "mix" if split == "train" else "mix_val"
+            for s, fig in per_source.items():
+                for key in ("documents", "tokens", "share", "repeats"):
+                    if key in fig:
+                        metrics[f"{prefix}.{mixture.metric_name(s)}.{key}"] = float(fig[key])
         tracking.log_metrics(metrics)
         tracking.log_dict(manifest, "manifest.json")
+        tracking.log_figure(mixture.plot(sources["train"], weights), "mixture.png")
         tracking.log_artifact(tok_dir, "tokenizer")
         tracking.set_tags({"lmforge.output": output})
         tracking.record_output(output, manifest["digest"])

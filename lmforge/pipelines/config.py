@@ -204,3 +204,25 @@ class TokenizeConfig(Section):
     tokenizer_train_docs: int = Field(
         20_000, ge=1, description="Documents sampled to train the tokenizer."
     )
+    mixture: dict[str, float] | None = Field(
+        None,
+        description="Share of train tokens per source: a key is an input of tokenize.input "
+        "(as written there) or a group of tokenize.groups, a value its weight (> 0; weights "
+        "are normalized to sum 1). A source is repeated (whole epochs plus a seeded sample "
+        "of its documents) or sampled down to its share. None: the natural mix, every "
+        "document once.",
+    )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Names for groups of inputs (name -> inputs of tokenize.input), usable "
+        "as keys of tokenize.mixture; an input in no group is a source of its own.",
+    )
+    mixture_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Train tokens of the mixture (documents with their end-of-text token, "
+        "before packing); None: as many as the train split holds unmixed.",
+    )
+    seed: int = Field(
+        0, description="Seed of the mixture's document samples and of the tokenizer's sample."
+    )

@@ -60,24 +60,6 @@ def pack(docs: list[list[int]], eos_id: int, seq_len: int) -> pa.Table:
     )
 
 
-class TokenizePack:
-    """Ray Data callable class: the tokenizer is built once per actor, in __init__.
-
-    It travels as its JSON text rather than a path, so actors on any node have it.
-    """
-
-    def __init__(self, tokenizer_json: str, eos_id: int, seq_len: int) -> None:
-        from tokenizers import Tokenizer
-
-        self.tok = Tokenizer.from_str(tokenizer_json)
-        self.eos_id = eos_id
-        self.seq_len = seq_len
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        encodings = self.tok.encode_batch(batch["text"].to_pylist(), add_special_tokens=False)
-        return pack([e.ids for e in encodings], self.eos_id, self.seq_len)
-
-
 def read_documents(inputs: list[str]) -> Any:
     """`id` and `text` of every kept row of the given stage outputs (or Parquet files)."""
     import ray.data
@@ -92,45 +74,22 @@ def read_documents(inputs: list[str]) -> Any:
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
-def _split(batch: pa.Table, fraction: float, want_val: bool) -> pa.Table:
-    mask = [is_validation(i, fraction) == want_val for i in batch["id"].to_pylist()]
-    return batch.filter(pa.array(mask, pa.bool_()))
-
-
-def pack_sequences(docs: Any, tok: Any, seq_len: int) -> Any:
-    """Ray Dataset of documents (`text`) -> one of packed rows (SEQ_SCHEMA), tokenized by a
-    pool of `TokenizePack` actors in batches of DOCS_PER_BATCH documents."""
-    import ray.data
-
-    return docs.map_batches(
-        TokenizePack,
-        fn_constructor_kwargs={
-            "tokenizer_json": tok.backend_tokenizer.to_str(),
-            "eos_id": tok.eos_token_id,
-            "seq_len": seq_len,
-        },
-        batch_size=DOCS_PER_BATCH,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
-    )
-
-
 ROW_GROUP_SEQUENCES = 1024
 
 
-def write_split(
-    docs: Any, tok: Any, folder: str, *, val_fraction: float, validation: bool, seq_len: int
-) -> dict[str, int]:
-    """Tokenize and pack one split of `docs` on the cluster into Parquet under `folder`;
-    returns its counts (documents read and packed, sequences, tokens)."""
-    part = docs.map_batches(_split, fn_args=(val_fraction, validation), batch_format="pyarrow")
-    n_split = part.count()
+def pack_batch(batch: pa.Table, eos_id: int, seq_len: int) -> pa.Table:
+    """Documents already tokenized (`input_ids`, no EOS) -> packed rows (SEQ_SCHEMA)."""
+    return pack(batch["input_ids"].to_pylist(), eos_id, seq_len)
+
+
+def write_packed(docs: Any, eos_id: int, folder: str, *, seq_len: int) -> None:
+    """Pack a Ray Dataset of tokenized documents in batches of DOCS_PER_BATCH and write
+    the rows as Parquet under `folder`."""
     # row groups of 1,024 sequences: pretraining reads one group at a time per rank (32 MiB
     # of int32 ids at seq_len 8192), files of 50,000+ sequences
-    pack_sequences(part, tok, seq_len).write_parquet(
-        folder, min_rows_per_file=50_000, row_group_size=ROW_GROUP_SEQUENCES
-    )
-    return split_counts(folder, n_split, seq_len)
+    docs.map_batches(
+        pack_batch, fn_args=(eos_id, seq_len), batch_size=DOCS_PER_BATCH, batch_format="pyarrow"
+    ).write_parquet(folder, min_rows_per_file=50_000, row_group_size=ROW_GROUP_SEQUENCES)
 
 
 def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
@@ -142,7 +101,9 @@ def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
     n = dataset.count_rows()
     return {
         "documents": docs_read,
-        "documents_packed": packed,  # the rest started in a batch's unpacked tail
+        # documents written (a repeated one each time) that start in a packed row; the
+        # rest started in a batch's unpacked tail
+        "documents_packed": packed,
         "sequences": n,
         "tokens": n * seq_len,
     }

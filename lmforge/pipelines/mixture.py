@@ -1,0 +1,308 @@
+"""The data mixture: each source's share of training tokens, exact and reported.
+
+A source is one input of `tokenize.input` or a named group of them (`tokenize.groups`).
+With `tokenize.mixture` (a weight per source, normalized to sum 1) the stage
+tokenizes every document once, splits train/val by document (`is_validation`, the
+hash of the id), and then decides, for training documents only, how many times each
+one is written: source `s` with `T_s` natural train tokens and target `w_s * T` is seen
+`r_s = w_s * T / T_s` times, as `floor(r_s)` whole repeats plus a seeded sample of its
+documents (by a per-document key, in key order) holding the closest number of tokens
+to the fraction. Validation documents are written once, so a repeat never puts one
+into training. Without a mixture every document is written once (the natural mix).
+
+Tokens are counted per document with its end-of-text token, as packed. The id,
+source, token count, split and sample key of every document are collected on the driver
+(tens of bytes a document: fine for millions, not for billions, where a histogram of
+keys weighted by tokens would replace it) to cut each source's sample at an exact token
+count; the token ids stay in the object store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from lmforge.pipelines.packing import DOCS_PER_BATCH, is_validation, read_documents
+from lmforge.platform import storage
+from lmforge.platform.config import ConfigError
+
+SOURCE = "input_source"  # the column naming each document's source
+
+
+def source_labels(
+    inputs: list[str], mixture: dict[str, float] | None, groups: dict[str, list[str]]
+) -> dict[str, str]:
+    """input URI (as written) -> its source's name; ConfigError naming the field when a
+    mixture weight, a group or a member is wrong. Checked before Ray starts."""
+    absolute = {storage.absolute(u): u for u in inputs}
+    labels = {u: u for u in inputs}
+    for name, members in groups.items():
+        if name in absolute or storage.absolute(name) in absolute:
+            raise ConfigError(f"tokenize.groups.{name}: a group may not be named as an input")
+        for m in members:
+            uri = absolute.get(storage.absolute(m))
+            if uri is None:
+                raise ConfigError(f"tokenize.groups.{name}: {m} is not in tokenize.input")
+            if labels[uri] != uri:
+                raise ConfigError(f"tokenize.groups.{name}: {m} is in group {labels[uri]} too")
+            labels[uri] = name
+    if mixture is None:
+        return labels
+    names = set(labels.values())
+    for key, weight in mixture.items():
+        if key not in names and absolute.get(storage.absolute(key)) not in names:
+            raise ConfigError(
+                f"tokenize.mixture.{key}: neither an input of tokenize.input nor a group "
+                "of tokenize.groups"
+            )
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight > 0):
+            raise ConfigError(f"tokenize.mixture.{key}: weight must be > 0 (got {weight!r})")
+    named = {labels.get(absolute.get(storage.absolute(k), k), k) for k in mixture}
+    for name in labels.values():
+        if name not in named:
+            raise ConfigError(f"tokenize.mixture: no weight for source {name}")
+    return labels
+
+
+def source_weights(labels: dict[str, str], mixture: dict[str, float]) -> dict[str, float]:
+    """Source name -> weight normalized to sum 1 (mixture keys may be input URIs)."""
+    absolute = {storage.absolute(u): u for u in labels}
+    raw = {labels.get(absolute.get(storage.absolute(k), k), k): w for k, w in mixture.items()}
+    total = sum(raw.values())
+    return {name: w / total for name, w in raw.items()}
+
+
+def sample_key(seed: int, salt: str, doc_id: str) -> int:
+    """A seeded 64-bit key per document: samples take documents in key order."""
+    h = hashlib.blake2b(f"{seed}:{salt}:{doc_id}".encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "big")
+
+
+def tokenizer_rates(
+    stats: dict[str, tuple[int, int]], weights: dict[str, float], n_docs: int
+) -> dict[str, float]:
+    """Per source, the share of its documents sampled to train the tokenizer so that
+    the sample's characters follow `weights` with about `n_docs` documents in all.
+    `stats`: source -> (documents, characters)."""
+    # documents of s wanted ∝ w_s / (mean characters of s)
+    want = {s: weights[s] * docs / max(chars, 1) for s, (docs, chars) in stats.items() if docs}
+    scale = n_docs / max(sum(want.values()), 1e-12)
+    return {s: min(1.0, want[s] * scale / stats[s][0]) for s in want}
+
+
+class TokenizeDocs:
+    """Ray Data callable class: documents -> their token ids (no EOS), token count
+    (with EOS), split and sample key. The tokenizer travels as its JSON text."""
+
+    def __init__(self, tokenizer_json: str, val_fraction: float, seed: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_str(tokenizer_json)
+        self.val_fraction, self.seed = val_fraction, seed
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = [
+            e.ids
+            for e in self.tok.encode_batch(batch["text"].to_pylist(), add_special_tokens=False)
+        ]
+        doc_ids = batch["id"].to_pylist()
+        sources = batch[SOURCE].to_pylist()
+        return pa.table(
+            {
+                "id": batch["id"],
+                SOURCE: batch[SOURCE],
+                "input_ids": pa.array(ids, pa.list_(pa.int32())),
+                "n_tokens": pa.array([len(i) + 1 for i in ids], pa.int64()),
+                "val": pa.array([is_validation(i, self.val_fraction) for i in doc_ids]),
+                "key": pa.array(
+                    [sample_key(self.seed, s, i) for s, i in zip(sources, doc_ids, strict=True)],
+                    pa.uint64(),
+                ),
+            }
+        )
+
+
+def tokenize_documents(docs: Any, tok: Any, val_fraction: float, seed: int) -> Any:
+    """Ray Dataset of documents -> one row per document with its token ids, count, split
+    and sample key (`TokenizeDocs`), by a pool of actors in batches of DOCS_PER_BATCH."""
+    import ray.data
+
+    return docs.map_batches(
+        TokenizeDocs,
+        fn_constructor_kwargs={
+            "tokenizer_json": tok.backend_tokenizer.to_str(),
+            "val_fraction": val_fraction,
+            "seed": seed,
+        },
+        batch_size=DOCS_PER_BATCH,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How many times each source's train documents are written: `base[s]` times each,
+    plus once more for documents whose key is at most `cut[s]` (None: none)."""
+
+    base: dict[str, int]
+    cut: dict[str, int | None]
+
+    def counts(self, sources: list[str], keys: np.ndarray) -> np.ndarray:
+        base = np.array([self.base.get(s, 1) for s in sources], dtype=np.int64)
+        cuts = [self.cut.get(s) for s in sources]
+        extra = [c is not None and int(k) <= c for c, k in zip(cuts, keys, strict=True)]
+        return base + np.array(extra, dtype=np.int64)
+
+
+def plan(
+    train: pa.Table, weights: dict[str, float] | None, total_tokens: int | None
+) -> tuple[Plan, dict[str, float]]:
+    """The repeats of each source from its train documents (`SOURCE`, `key`, `n_tokens`):
+    the plan and the repeats (epochs) each source's target asks for."""
+    sources = train[SOURCE].to_numpy(zero_copy_only=False)
+    tokens = train["n_tokens"].to_numpy()
+    keys = train["key"].to_numpy()
+    names = sorted(set(sources.tolist()))
+    natural = {s: int(tokens[sources == s].sum()) for s in names}
+    if weights is None:
+        return Plan({s: 1 for s in names}, {s: None for s in names}), {s: 1.0 for s in names}
+    empty = sorted(s for s in weights if not natural.get(s))
+    if empty:  # its share could not be met: the stage fails rather than write another mix
+        raise RuntimeError(f"tokenize.mixture: source {empty[0]} has no training document")
+    total = total_tokens or sum(natural.values())
+    base: dict[str, int] = {}
+    cut: dict[str, int | None] = {}
+    epochs: dict[str, float] = {}
+    for s in names:
+        r = weights[s] * total / max(natural[s], 1)
+        epochs[s] = r
+        base[s] = math.floor(r)
+        rest = (r - base[s]) * natural[s]  # tokens wanted from the seeded sample
+        order = np.argsort(keys[sources == s], kind="stable")
+        sorted_keys = keys[sources == s][order]
+        prefix = np.concatenate([[0], np.cumsum(tokens[sources == s][order])])
+        m = int(np.argmin(np.abs(prefix - rest)))  # documents in the sample: closest count
+        cut[s] = int(sorted_keys[m - 1]) if m > 0 else None
+    return Plan(base, cut), epochs
+
+
+def repeat_batch(batch: pa.Table, plan: Plan) -> pa.Table:
+    """Write each document of a train batch as many times as the plan says: copy k of
+    every document follows all first copies, so repeats are not adjacent."""
+    counts = plan.counts(batch[SOURCE].to_pylist(), batch["key"].to_numpy())
+    order = [i for k in range(int(counts.max(initial=0))) for i in np.flatnonzero(counts > k)]
+    return batch.take(pa.array(order, pa.int64()))
+
+
+def figures(docs: pa.Table) -> dict[str, dict[str, Any]]:
+    """Per source, of the documents a split writes (`SOURCE`, `id`, `n_tokens`):
+    documents (distinct), written (with repeats), tokens, share of tokens."""
+    sources = docs[SOURCE].to_numpy(zero_copy_only=False)
+    tokens = docs["n_tokens"].to_numpy()
+    ids = docs["id"].to_numpy(zero_copy_only=False)
+    total = int(tokens.sum())
+    out: dict[str, dict[str, Any]] = {}
+    for s in sorted(set(sources.tolist())):
+        mine = sources == s
+        n = int(tokens[mine].sum())
+        out[s] = {
+            "documents": len(set(ids[mine].tolist())),
+            "documents_written": int(mine.sum()),
+            "tokens": n,
+            "share": n / total if total else 0.0,
+        }
+    return out
+
+
+def plot(report: dict[str, dict[str, Any]], weights: dict[str, float] | None) -> Any:
+    """A small bar chart: each source's realized share of train tokens (and its target)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(report)
+    fig, ax = plt.subplots(figsize=(5, 0.6 + 0.5 * len(names)))
+    y = np.arange(len(names))
+    ax.barh(y, [report[n]["share"] for n in names], height=0.4, label="realized")
+    if weights is not None:
+        ax.barh(y + 0.4, [weights[n] for n in names], height=0.4, label="target")
+    ax.set_yticks(y + (0.2 if weights else 0), [n[-40:] for n in names], fontsize=7)
+    ax.set_xlabel("share of train tokens")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_documents(labels: dict[str, str]) -> Any:
+    """`id`, `text` and `SOURCE` of every kept row of each input (URI -> source name)."""
+    parts = [
+        read_documents([uri]).map_batches(
+            _label, fn_args=(name,), batch_format="pyarrow", zero_copy_batch=True
+        )
+        for uri, name in labels.items()
+    ]
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def _label(batch: pa.Table, name: str) -> pa.Table:
+    return batch.append_column(SOURCE, pa.array([name] * batch.num_rows, pa.string()))
+
+
+def small_table(ds: Any, columns: list[str]) -> pa.Table:
+    """A few small columns of every row of a Ray Dataset, on the driver."""
+    import ray
+
+    tables = [t for t in ray.get(ds.select_columns(columns).to_arrow_refs()) if t.num_rows]
+    return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+
+
+def tokenizer_sample(docs: Any, weights: dict[str, float], n_docs: int, seed: int) -> Any:
+    """A seeded sample of about `n_docs` documents whose characters follow `weights`."""
+    lengths = small_table(docs.map_batches(_chars, batch_format="pyarrow"), [SOURCE, "chars"])
+    sources = lengths[SOURCE].to_numpy(zero_copy_only=False)
+    chars = lengths["chars"].to_numpy()
+    stats = {s: (int((sources == s).sum()), int(chars[sources == s].sum())) for s in weights}
+    rates = tokenizer_rates(stats, weights, n_docs)
+    return docs.map_batches(_sampled, fn_args=(rates, seed), batch_format="pyarrow")
+
+
+def _chars(batch: pa.Table) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return pa.table({SOURCE: batch[SOURCE], "chars": pc.utf8_length(batch["text"])})
+
+
+def _sampled(batch: pa.Table, rates: dict[str, float], seed: int) -> pa.Table:
+    keep = [
+        sample_key(seed, f"tokenizer:{s}", i) < rates.get(s, 0.0) * 2**64
+        for s, i in zip(batch[SOURCE].to_pylist(), batch["id"].to_pylist(), strict=True)
+    ]
+    return batch.filter(pa.array(keep, pa.bool_()))
+
+
+def of_split(batch: pa.Table, validation: bool) -> pa.Table:
+    """The documents of one split of a `TokenizeDocs` batch."""
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.equal(batch["val"], validation))
+
+
+def written(docs: pa.Table, plan: Plan) -> pa.Table:
+    """The rows of `docs` (a split's small table) as many times as the plan writes them."""
+    counts = plan.counts(docs[SOURCE].to_pylist(), docs["key"].to_numpy())
+    return docs.take(pa.array(np.repeat(np.arange(docs.num_rows), counts), pa.int64()))
+
+
+def metric_name(source: str) -> str:
+    """An MLflow-safe short name of a source (the last part of an input URI)."""
+    import re
+
+    short = source.rstrip("/").rsplit("/", 1)[-1] or source
+    return re.sub(r"[^\w.\- ]", "_", short)
