@@ -17,35 +17,6 @@
 # The whole run is capped at GPU_MFU_TIMEOUT seconds (default 480).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-
-PY=""
-for candidate in "${PYTHON:-}" "$ROOT/.venv/bin/python" python3 python; do
-    [ -n "$candidate" ] || continue
-    command -v "$candidate" >/dev/null 2>&1 || continue
-    if "$candidate" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-        >/dev/null 2>&1; then
-        PY="$candidate"
-        break
-    fi
-done
-if [ -z "$PY" ]; then
-    echo "no GPU"
-    exit 0
-fi
-
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/lmforge-site "$ROOT"/.whl/*.whl
-    export PYTHONPATH="/tmp/lmforge-site:$PYTHONPATH"
-fi
-"$PY" - <<'EOF'
-import importlib.util, sys, torch
-missing = [m for m in ("transformers", "deepspeed", "pydantic") if importlib.util.find_spec(m) is None]
-print(f"python {sys.version.split()[0]} ({sys.executable}), torch {torch.__version__}, "
-      f"{torch.cuda.get_device_name()}; missing: {', '.join(missing) or 'nothing'}", flush=True)
-EOF
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+GPU_MODULES="transformers deepspeed pydantic"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_python.sh"
 exec timeout "${GPU_MFU_TIMEOUT:-480}" "$PY" "$ROOT/benchmarks/gpu_mfu.py" "$@"

@@ -27,6 +27,42 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tiny_llama(
+    path: Path,
+    texts: list[str],
+    *,
+    vocab_size: int,
+    seed: int,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 4,
+    max_positions: int = 256,
+) -> Path:
+    """A randomly initialised two-layer Llama (safetensors) and a byte-level BPE tokenizer
+    trained on `texts`, saved in `path`, for serving tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmforge.pipelines.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(texts, vocab_size=vocab_size)
+    tok.save_pretrained(path)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
 def shared(relpath: str) -> Path:
     """A file of ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA / relpath

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import openai
 import pytest
 import requests
 from openai import OpenAI
+
+from conftest import free_port, tiny_llama
 
 MODEL_NAME = "tiny"
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -35,36 +36,12 @@ def _sentences(n: int, seed: int = 0) -> list[str]:
     return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(n)]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised Llama with a freshly trained byte-level BPE tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lmforge.pipelines.tokenizer import train_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = train_tokenizer(_sentences(400), vocab_size=320)
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    path = tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"), _sentences(400), vocab_size=320, seed=0
     )
-    LlamaForCausalLM(config).save_pretrained(path)
     assert (path / "model.safetensors").exists()
     return path
 
@@ -84,7 +61,7 @@ def base_url(model_dir: Path) -> Iterator[str]:
 
     from lmforge.serve import build_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

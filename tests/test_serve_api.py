@@ -22,7 +22,7 @@ import pytest
 import requests
 from openai import AsyncOpenAI, OpenAI
 
-from conftest import free_port, moto_s3
+from conftest import free_port, moto_s3, tiny_llama
 
 MODEL_NAME = "tiny-cb"
 CAP = 40  # max_tokens_limit of the app
@@ -37,28 +37,8 @@ def _sentences(n: int, seed: int = 0) -> list[str]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised Llama with a freshly trained byte-level BPE tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lmforge.pipelines.tokenizer import train_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-llama-cb")
-    tok = train_tokenizer(_sentences(300), vocab_size=300)
-    tok.save_pretrained(path)
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama-cb"), _sentences(300), vocab_size=300,
+                      seed=1, kv_heads=2, max_positions=128)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import httpx2 as httpx  # the HTTP client the openai package uses
 import pytest
 from openai import OpenAI
 
-from conftest import free_port
+from conftest import free_port, tiny_llama
 
 ENV_KEYS = ["env-key-one", "env-key-two"]
 FILE_KEY = "file-key-three"
@@ -61,30 +61,11 @@ def slow_engine(folder: str) -> SlowEngine:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised two-layer Llama with a freshly trained BPE tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lmforge.pipelines.tokenizer import train_tokenizer
-
     rng = random.Random(0)
     words = ["the cat", "a dog", "my friend", "eats", "sees", "builds", "an apple", "the book"]
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = train_tokenizer([" ".join(rng.choices(words, k=4)) for _ in range(300)], vocab_size=300)
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+    texts = [" ".join(rng.choices(words, k=4)) for _ in range(300)]
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts, vocab_size=300, seed=0,
+                      hidden=32, heads=2, kv_heads=2)  # fmt: skip
 
 
 @dataclass
