@@ -37,6 +37,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     validate(recipe)
     labels = mixture.source_labels(cfg.input, cfg.mixture, cfg.groups)
     weights = mixture.source_weights(labels, cfg.mixture) if cfg.mixture else None
+    masked = cfg.loss_on == "assistant"
     fp = reuse.fingerprint("tokenize", recipe)
     with stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
         tracking.record_inputs(inputs, digests=fp.input_digests)
@@ -59,9 +60,11 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
 
         # 2) every document tokenized once; split by document, then the plan of repeats
         # from the train documents' token counts (validation documents are written once)
-        tokens = mixture.tokenize_documents(docs, tok, cfg.val_fraction, cfg.seed)
-        tokens = tokens.materialize()
-        table = mixture.small_table(tokens, ["id", mixture.SOURCE, "n_tokens", "val", "key"])
+        tokens = mixture.tokenize_documents(
+            docs, tok, cfg.val_fraction, cfg.seed, loss_on=cfg.loss_on
+        ).materialize()
+        columns = ["id", mixture.SOURCE, "n_tokens", "val", "key"]
+        table = mixture.small_table(tokens, columns + (["n_loss"] if masked else []))
         val_mask = table["val"].to_numpy(zero_copy_only=False)
         split_docs = {"train": table.filter(~val_mask), "val": table.filter(val_mask)}
         plan, epochs = mixture.plan(split_docs["train"], weights, cfg.mixture_tokens)
@@ -70,15 +73,12 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         counts: dict[str, Any] = {}
         sources: dict[str, Any] = {}
         for split in ("train", "val"):
-            part = tokens.map_batches(
-                mixture.of_split, fn_args=(split == "val",), batch_format="pyarrow"
-            )
             split_plan = plan if split == "train" else mixture.Plan({}, {})  # val: once each
-            part = part.map_batches(
-                mixture.repeat_batch, fn_args=(split_plan,), batch_format="pyarrow"
+            rows = mixture.pack_split(
+                tokens, validation=split == "val", plan=split_plan, seq_len=cfg.seq_len
             )
             folder = storage.join(output, split)
-            write_packed(part, tok.eos_token_id, folder, seq_len=cfg.seq_len)
+            write_packed(rows, folder)
             counts[split] = split_counts(folder, split_docs[split].num_rows, cfg.seq_len)
             sources[split] = mixture.figures(mixture.written(split_docs[split], split_plan))
         for s, fig in sources["train"].items():
@@ -95,6 +95,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             "mixture": None
             if weights is None
             else {"weights": weights, "seed": cfg.seed, "tokens": cfg.mixture_tokens},
+            "loss_on": cfg.loss_on,  # assistant: shards carry `loss_mask`
             "sources": sources,  # per split and source: documents, tokens, share (+repeats)
             "splits": counts,
             "tokenizer": tok_dir,
@@ -110,10 +111,12 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             "val_sequences": float(counts["val"]["sequences"]),
             "val_tokens": float(counts["val"]["tokens"]),
         }
+        if masked:
+            metrics["loss_tokens"] = float(counts["train"]["loss_tokens"])
         for split, per_source in sources.items():
             prefix = "mix" if split == "train" else "mix_val"
             for s, fig in per_source.items():
-                for key in ("documents", "tokens", "share", "repeats"):
+                for key in ("documents", "tokens", "share", "repeats", "loss_tokens"):
                     if key in fig:
                         metrics[f"{prefix}.{mixture.metric_name(s)}.{key}"] = float(fig[key])
         tracking.log_metrics(metrics)

@@ -226,3 +226,12 @@ class TokenizeConfig(Section):
     seed: int = Field(
         0, description="Seed of the mixture's document samples and of the tokenizer's sample."
     )
+    loss_on: Literal["all", "assistant"] = Field(
+        "all",
+        description="Which tokens are targets of the training loss. all: every token "
+        "(pretraining). assistant: in conversations (text with the chat role tokens), only "
+        "the assistant turns (with the newline ending each and the end-of-text after a last "
+        "assistant turn); role tokens, turn headers and system and user turns get no loss; "
+        "documents without role tokens keep every token. The shards then carry a "
+        "`loss_mask` column that pretraining honours.",
+    )

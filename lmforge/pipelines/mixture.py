@@ -26,8 +26,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lmforge.pipelines.packing import DOCS_PER_BATCH, is_validation, read_documents
+from lmforge.pipelines.packing import (
+    DOCS_PER_BATCH,
+    LOSS_MASK,
+    assistant_mask,
+    chat_token_ids,
+    is_validation,
+    pack_batch,
+    read_documents,
+    with_eos,
+)
 from lmforge.platform import storage
 from lmforge.platform.config import ConfigError
 
@@ -96,53 +106,104 @@ def tokenizer_rates(
 
 
 class TokenizeDocs:
-    """Ray Data callable class: documents -> their token ids (no EOS), token count
-    (with EOS), split and sample key. The tokenizer travels as its JSON text."""
+    """Ray Data callable class: documents -> their token ids ending in EOS, token count,
+    split and sample key, and with `chat_ids` (loss_on: assistant) the loss mask and the
+    count of its targets. The tokenizer travels as its JSON text; each actor is one
+    process on one core (its `tokenizers` thread pool has one thread)."""
 
-    def __init__(self, tokenizer_json: str, val_fraction: float, seed: int) -> None:
+    def __init__(
+        self,
+        tokenizer_json: str,
+        eos_id: int,
+        val_fraction: float,
+        seed: int,
+        chat_ids: dict[str, int] | None = None,
+    ) -> None:
+        import os
+
+        # before the first encode: the Rust thread pool is built once per process
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
         from tokenizers import Tokenizer
 
         self.tok = Tokenizer.from_str(tokenizer_json)
-        self.val_fraction, self.seed = val_fraction, seed
+        self.encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+        self.eos_id, self.val_fraction, self.seed = eos_id, val_fraction, seed
+        self.chat_ids = chat_ids
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        ids = [
-            e.ids
-            for e in self.tok.encode_batch(batch["text"].to_pylist(), add_special_tokens=False)
-        ]
+        encoded = self.encode(batch["text"].to_pylist(), add_special_tokens=False)
+        ids = with_eos(pa.array([e.ids for e in encoded], pa.list_(pa.int32())), self.eos_id)
         doc_ids = batch["id"].to_pylist()
         sources = batch[SOURCE].to_pylist()
-        return pa.table(
-            {
-                "id": batch["id"],
-                SOURCE: batch[SOURCE],
-                "input_ids": pa.array(ids, pa.list_(pa.int32())),
-                "n_tokens": pa.array([len(i) + 1 for i in ids], pa.int64()),
-                "val": pa.array([is_validation(i, self.val_fraction) for i in doc_ids]),
-                "key": pa.array(
-                    [sample_key(self.seed, s, i) for s, i in zip(sources, doc_ids, strict=True)],
-                    pa.uint64(),
-                ),
-            }
-        )
+        columns = {
+            "id": batch["id"],
+            SOURCE: batch[SOURCE],
+            "input_ids": ids,
+            "n_tokens": pc.list_value_length(ids).cast(pa.int64()),
+            "val": pa.array([is_validation(i, self.val_fraction) for i in doc_ids]),
+            "key": pa.array(
+                [sample_key(self.seed, s, i) for s, i in zip(sources, doc_ids, strict=True)],
+                pa.uint64(),
+            ),
+        }
+        if self.chat_ids is not None:
+            mask = assistant_mask(ids, self.chat_ids)
+            columns[LOSS_MASK] = mask
+            columns["n_loss"] = _row_sums(mask)
+        return pa.table(columns)
 
 
-def tokenize_documents(docs: Any, tok: Any, val_fraction: float, seed: int) -> Any:
+def tokenize_documents(
+    docs: Any, tok: Any, val_fraction: float, seed: int, *, loss_on: str = "all"
+) -> Any:
     """Ray Dataset of documents -> one row per document with its token ids, count, split
-    and sample key (`TokenizeDocs`), by a pool of actors in batches of DOCS_PER_BATCH."""
+    and sample key (`TokenizeDocs`), by a pool of actors (one per CPU Ray has, one
+    core each) in batches of DOCS_PER_BATCH."""
+    import ray
     import ray.data
 
+    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     return docs.map_batches(
         TokenizeDocs,
         fn_constructor_kwargs={
             "tokenizer_json": tok.backend_tokenizer.to_str(),
+            "eos_id": tok.eos_token_id,
             "val_fraction": val_fraction,
             "seed": seed,
+            "chat_ids": chat_token_ids(tok) if loss_on == "assistant" else None,
         },
         batch_size=DOCS_PER_BATCH,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
     )
+
+
+def pack_split(tokens: Any, *, validation: bool, plan: Plan | None, seq_len: int) -> Any:
+    """The packed rows of one split of `tokenize_documents`' output: its documents, each
+    as many times as `plan` says (None: once), packed in batches of DOCS_PER_BATCH."""
+    return tokens.map_batches(
+        _pack_split_batch,
+        fn_args=(validation, plan, seq_len),
+        batch_size=DOCS_PER_BATCH,
+        batch_format="pyarrow",
+    )
+
+
+def _pack_split_batch(
+    batch: pa.Table, validation: bool, plan: Plan | None, seq_len: int
+) -> pa.Table:
+    part = batch.filter(pc.equal(batch["val"], validation))
+    if plan is not None:
+        part = repeat_batch(part, plan)
+    return pack_batch(part, seq_len)
+
+
+def _row_sums(mask: pa.ListArray) -> pa.Array:
+    """The number of True flags in each row of a list<bool> array."""
+    offsets = mask.offsets.to_numpy().astype(np.int64)
+    flags = mask.values.to_numpy(zero_copy_only=False)
+    running = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    return pa.array(running[offsets[1:]] - running[offsets[:-1]], pa.int64())
 
 
 @dataclass(frozen=True)
@@ -201,9 +262,11 @@ def repeat_batch(batch: pa.Table, plan: Plan) -> pa.Table:
 
 
 def figures(docs: pa.Table) -> dict[str, dict[str, Any]]:
-    """Per source, of the documents a split writes (`SOURCE`, `id`, `n_tokens`):
-    documents (distinct), written (with repeats), tokens, share of tokens."""
+    """Per source, of the documents a split writes (`SOURCE`, `id`, `n_tokens`, and
+    `n_loss` under loss_on: assistant): documents (distinct), written (with repeats),
+    tokens, share of tokens (and loss_tokens: targets of the loss)."""
     sources = docs[SOURCE].to_numpy(zero_copy_only=False)
+    loss = docs["n_loss"].to_numpy() if "n_loss" in docs.column_names else None
     tokens = docs["n_tokens"].to_numpy()
     ids = docs["id"].to_numpy(zero_copy_only=False)
     total = int(tokens.sum())
@@ -217,6 +280,8 @@ def figures(docs: pa.Table) -> dict[str, dict[str, Any]]:
             "tokens": n,
             "share": n / total if total else 0.0,
         }
+        if loss is not None:
+            out[s]["loss_tokens"] = int(loss[mine].sum())
     return out
 
 
@@ -285,13 +350,6 @@ def _sampled(batch: pa.Table, rates: dict[str, float], seed: int) -> pa.Table:
         for s, i in zip(batch[SOURCE].to_pylist(), batch["id"].to_pylist(), strict=True)
     ]
     return batch.filter(pa.array(keep, pa.bool_()))
-
-
-def of_split(batch: pa.Table, validation: bool) -> pa.Table:
-    """The documents of one split of a `TokenizeDocs` batch."""
-    import pyarrow.compute as pc
-
-    return batch.filter(pc.equal(batch["val"], validation))
 
 
 def written(docs: pa.Table, plan: Plan) -> pa.Table:

@@ -3,8 +3,13 @@
 Each document is encoded and followed by the end-of-text token; the stream of a batch
 is cut into rows of exactly `seq_len` tokens. A row records where documents start
 inside it (`doc_starts`), so document-masked attention can be added later without
-re-tokenizing. The tail of a batch that does not fill a row is dropped; documents that
-start in it are the difference between documents read and `doc_starts` written.
+re-tokenizing. With `tokenize.loss_on: assistant` a row also carries `loss_mask`, one
+flag per token: True where the token is a target of the training loss (see
+`assistant_mask`). The tail of a batch that does not fill a row is dropped; documents
+that start in it are the difference between documents read and `doc_starts` written.
+
+Packing works on whole Arrow arrays (the flat token values and the offsets of each
+document), never on Python lists: it costs a few percent of the tokenizer's time.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lmforge.pipelines.outputs import parquet_dataset
-from lmforge.platform import storage
+from lmforge.platform import chat, storage
 
 SEQ_SCHEMA_FIELDS = [
     ("input_ids", pa.list_(pa.int32())),  # (seq_len,)
     ("doc_starts", pa.list_(pa.int32())),  # offsets where a document begins in this row
 ]
 SEQ_SCHEMA = pa.schema(SEQ_SCHEMA_FIELDS)
+LOSS_MASK = "loss_mask"  # (seq_len,) bools, only with tokenize.loss_on: assistant
+MASKED_SEQ_SCHEMA = SEQ_SCHEMA.append(pa.field(LOSS_MASK, pa.list_(pa.bool_())))
 DOCS_PER_BATCH = 2048  # bigger batches waste less in the tail of each packed stream
 
 
@@ -33,31 +40,94 @@ def is_validation(doc_id: str, fraction: float) -> bool:
     return (h % 1_000_000) < fraction * 1_000_000
 
 
+def with_eos(ids: pa.Array, eos_id: int) -> pa.ListArray:
+    """Each document's token ids (a list<int32> array) followed by the end-of-text token."""
+    ids = _list_array(ids)
+    offsets = ids.offsets.to_numpy()
+    values = _values(ids)
+    n = len(offsets) - 1
+    stream = np.insert(values, offsets[1:] - offsets[0], np.int32(eos_id))
+    return pa.ListArray.from_arrays(
+        pa.array(offsets - offsets[0] + np.arange(n + 1), pa.int32()), pa.array(stream, pa.int32())
+    )
+
+
+def pack_documents(docs: pa.Array, seq_len: int, mask: pa.Array | None = None) -> pa.Table:
+    """Documents (list<int32>, each already ending in EOS) -> rows of `seq_len` tokens:
+    `input_ids`, `doc_starts` and, given a per-token `mask` of the same shape, `loss_mask`."""
+    docs = _list_array(docs)
+    offsets = docs.offsets.to_numpy().astype(np.int64)
+    stream = _values(docs)
+    n_rows = len(stream) // seq_len
+    cut = n_rows * seq_len
+    starts = offsets[:-1] - offsets[0]
+    starts = starts[(starts < cut) & (np.diff(offsets) > 0)]
+    row_of_start = starts // seq_len
+    start_offsets = np.searchsorted(row_of_start, np.arange(n_rows + 1), side="left")
+    row_offsets = pa.array(np.arange(0, cut + 1, seq_len), pa.int32())
+    columns: dict[str, Any] = {
+        "input_ids": pa.ListArray.from_arrays(row_offsets, pa.array(stream[:cut], pa.int32())),
+        "doc_starts": pa.ListArray.from_arrays(
+            pa.array(start_offsets, pa.int32()),
+            pa.array((starts - row_of_start * seq_len).astype(np.int32), pa.int32()),
+        ),
+    }
+    if mask is None:
+        return pa.table(columns, schema=SEQ_SCHEMA)
+    flags = _values(_list_array(mask))
+    if len(flags) != len(stream):
+        raise ValueError(f"loss mask of {len(flags)} flags for {len(stream)} tokens")
+    columns[LOSS_MASK] = pa.ListArray.from_arrays(row_offsets, pa.array(flags[:cut], pa.bool_()))
+    return pa.table(columns, schema=MASKED_SEQ_SCHEMA)
+
+
 def pack(docs: list[list[int]], eos_id: int, seq_len: int) -> pa.Table:
     """Concatenate docs (each + EOS) and cut into rows of seq_len tokens."""
-    lengths = [len(d) + 1 for d in docs]
-    stream = np.empty(sum(lengths), dtype=np.int32)
-    starts = np.zeros(len(docs), dtype=np.int64)
-    pos = 0
-    for i, d in enumerate(docs):
-        starts[i] = pos
-        stream[pos : pos + len(d)] = d
-        stream[pos + len(d)] = eos_id
-        pos += len(d) + 1
-    n_rows = len(stream) // seq_len
-    rows = stream[: n_rows * seq_len].reshape(n_rows, seq_len)
-    # document starts per row, as offsets inside that row
-    row_of_start = starts // seq_len
-    doc_starts = [
-        (starts[row_of_start == r] - r * seq_len).astype(np.int32).tolist() for r in range(n_rows)
-    ]
-    return pa.table(
-        {
-            "input_ids": pa.array(rows.tolist(), pa.list_(pa.int32())),
-            "doc_starts": pa.array(doc_starts, pa.list_(pa.int32())),
-        },
-        schema=SEQ_SCHEMA,
-    )
+    return pack_documents(with_eos(pa.array(docs, pa.list_(pa.int32())), eos_id), seq_len)
+
+
+def chat_token_ids(tok: Any) -> dict[str, int]:
+    """The ids `assistant_mask` needs from a tokenizer built by `train_tokenizer`: each
+    role token's, and that of the newline closing a turn header."""
+    ids = {role: tok.convert_tokens_to_ids(t) for role, t in chat.ROLE_TOKENS.items()}
+    newline = tok(chat.TURN_END, add_special_tokens=False)["input_ids"]
+    return {**ids, "newline": newline[0] if len(newline) == 1 else -1}
+
+
+_NONE, _SYSTEM, _USER, _ASSISTANT = 0, 1, 2, 3
+_ROLE_CODES = {"system": _SYSTEM, "user": _USER, "assistant": _ASSISTANT}
+
+
+def assistant_mask(docs: pa.Array, ids: dict[str, int]) -> pa.ListArray:
+    """Per token of each document (list<int32>, ending in EOS): is it a target of the
+    loss under `tokenize.loss_on: assistant`?
+
+    A token belongs to the turn opened by the last role token before it (within its
+    document). Trained: the content of assistant turns with the newline ending each turn,
+    and the EOS after a conversation whose last turn is the assistant's, so the model
+    learns to stop; and every token of a document that has no role token (web text stays
+    pretraining). Not trained: role tokens, the newline of each turn header, and system
+    and user turns."""
+    docs = _list_array(docs)
+    offsets = docs.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    tokens = _values(docs)
+    n = len(tokens)
+    code = np.zeros(n, dtype=np.int8)
+    is_role = np.zeros(n, dtype=bool)
+    for role, c in _ROLE_CODES.items():
+        hit = tokens == ids[role]
+        code[hit] = c
+        is_role |= hit
+    event = is_role.copy()
+    doc_first = offsets[:-1][np.diff(offsets) > 0]
+    event[doc_first] = True  # a document starts outside any turn (unless on a role token)
+    last_event = np.maximum.accumulate(np.where(event, np.arange(n), 0)) if n else np.zeros(0, int)
+    state = code[last_event]
+    header_end = np.zeros(n, dtype=bool)
+    header_end[1:] = is_role[:-1] & (tokens[1:] == ids["newline"])
+    keep = ((state == _NONE) | (state == _ASSISTANT)) & ~is_role & ~header_end
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(keep, pa.bool_()))
 
 
 def read_documents(inputs: list[str]) -> Any:
@@ -77,29 +147,30 @@ def read_documents(inputs: list[str]) -> Any:
 ROW_GROUP_SEQUENCES = 1024
 
 
-def pack_batch(batch: pa.Table, eos_id: int, seq_len: int) -> pa.Table:
-    """Documents already tokenized (`input_ids`, no EOS) -> packed rows (SEQ_SCHEMA)."""
-    return pack(batch["input_ids"].to_pylist(), eos_id, seq_len)
+def pack_batch(batch: pa.Table, seq_len: int) -> pa.Table:
+    """Tokenized documents (`input_ids` ending in EOS, and `loss_mask` when the batch has
+    one) -> packed rows (SEQ_SCHEMA, or MASKED_SEQ_SCHEMA)."""
+    mask = batch[LOSS_MASK] if LOSS_MASK in batch.column_names else None
+    return pack_documents(batch["input_ids"], seq_len, mask)
 
 
-def write_packed(docs: Any, eos_id: int, folder: str, *, seq_len: int) -> None:
-    """Pack a Ray Dataset of tokenized documents in batches of DOCS_PER_BATCH and write
-    the rows as Parquet under `folder`."""
+def write_packed(rows: Any, folder: str) -> None:
+    """Write a Ray Dataset of packed rows as Parquet under `folder`."""
     # row groups of 1,024 sequences: pretraining reads one group at a time per rank (32 MiB
     # of int32 ids at seq_len 8192), files of 50,000+ sequences
-    docs.map_batches(
-        pack_batch, fn_args=(eos_id, seq_len), batch_size=DOCS_PER_BATCH, batch_format="pyarrow"
-    ).write_parquet(folder, min_rows_per_file=50_000, row_group_size=ROW_GROUP_SEQUENCES)
+    rows.write_parquet(folder, min_rows_per_file=50_000, row_group_size=ROW_GROUP_SEQUENCES)
 
 
 def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
     dataset = parquet_dataset(folder)
     if dataset is None:
         return {"documents": docs_read, "documents_packed": 0, "sequences": 0, "tokens": 0}
-    starts = dataset.to_table(columns=["doc_starts"])["doc_starts"]
-    packed = int(pc.sum(pc.list_value_length(starts)).as_py() or 0)
-    n = dataset.count_rows()
-    return {
+    names = dataset.schema.names
+    columns = ["doc_starts", *([LOSS_MASK] if LOSS_MASK in names else [])]
+    table = dataset.to_table(columns=columns)
+    packed = int(pc.sum(pc.list_value_length(table["doc_starts"])).as_py() or 0)
+    n = table.num_rows
+    out = {
         "documents": docs_read,
         # documents written (a repeated one each time) that start in a packed row; the
         # rest started in a batch's unpacked tail
@@ -107,3 +178,21 @@ def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
         "sequences": n,
         "tokens": n * seq_len,
     }
+    if LOSS_MASK in names:  # targets of the loss (the flag of a row's first token unused)
+        out["loss_tokens"] = int(pc.sum(pc.list_flatten(table[LOSS_MASK])).as_py() or 0)
+    return out
+
+
+def _list_array(a: Any) -> pa.ListArray:
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks() if a.num_chunks != 1 else a.chunk(0)
+    if pa.types.is_large_list(a.type):
+        a = a.cast(pa.list_(a.type.value_type))
+    return a
+
+
+def _values(a: pa.ListArray) -> np.ndarray:
+    """The flat values of a list array's rows (its slice of the child array)."""
+    offsets = a.offsets
+    lo, hi = offsets[0].as_py(), offsets[-1].as_py()
+    return a.values.slice(lo, hi - lo).to_numpy(zero_copy_only=False)

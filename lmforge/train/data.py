@@ -18,6 +18,10 @@ Here, as in Levanter and torchtitan, every rank reads the token shards itself (l
 The data position of a rank at a step is therefore `(epoch, first sequence)`, saved with
 every checkpoint and checked on resume. Validation reads the first sequences of the val
 split in file order, the same ones at every evaluation.
+
+Shards written with `tokenize.loss_on: assistant` carry a `loss_mask` column; a batch
+then comes with its labels: the token ids, with -100 (ignored by the loss) where the
+mask is False. Without the column the labels are None and every token is a target.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lmforge.pipelines.packing import LOSS_MASK
 from lmforge.platform import storage
 
 
@@ -62,17 +67,31 @@ def index_split(uri: str) -> SplitIndex:
     return SplitIndex(tuple(g for g in groups if g[2] > 0))
 
 
+IGNORE_INDEX = -100  # the label the loss skips (PyTorch's and Hugging Face's default)
+
+
+def labels_of(ids: np.ndarray, mask: np.ndarray | None) -> torch.Tensor | None:
+    """int64 labels of (B, T) token ids: the ids where `mask`, IGNORE_INDEX elsewhere."""
+    if mask is None:
+        return None
+    return torch.from_numpy(np.where(mask, ids, IGNORE_INDEX).astype(np.int64))
+
+
 class _RowGroups:
-    """Reads `input_ids` of one row group as a (rows, seq_len) array; keeps the last
-    few (consecutive sequences of an epoch mostly come from the same group)."""
+    """Reads `input_ids` (and `loss_mask`, when the shards have it) of one row group as
+    (rows, seq_len) arrays; keeps the last few (consecutive sequences of an epoch mostly
+    come from the same group)."""
 
     def __init__(self, uri: str, seq_len: int, keep: int = 4) -> None:
         self.fs, _ = storage.filesystem(uri)
         self.seq_len = seq_len
         self.keep = keep
-        self.cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self.cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray | None]] = (
+            OrderedDict()
+        )
 
-    def get(self, path: str, group: int) -> np.ndarray:
+    def get(self, path: str, group: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(token ids, loss mask or None) of a row group, each (rows, seq_len)."""
         key = (path, group)
         if key in self.cache:
             self.cache.move_to_end(key)
@@ -80,9 +99,15 @@ class _RowGroups:
         import pyarrow.parquet as pq
 
         with self.fs.open_input_file(path) as handle:
-            col = pq.ParquetFile(handle).read_row_group(group, columns=["input_ids"])["input_ids"]
-        values = np.asarray(col.combine_chunks().flatten())  # int32, as tokenize writes
-        rows = values.reshape(-1, self.seq_len)
+            file = pq.ParquetFile(handle)
+            columns = ["input_ids"] + ([LOSS_MASK] if LOSS_MASK in file.schema_arrow.names else [])
+            table = file.read_row_group(group, columns=columns)
+
+        def rows_of(name: str) -> np.ndarray:
+            values = table[name].combine_chunks().flatten()  # int32 ids, as tokenize writes
+            return np.asarray(values.to_numpy(zero_copy_only=False)).reshape(-1, self.seq_len)
+
+        rows = (rows_of("input_ids"), rows_of(LOSS_MASK) if LOSS_MASK in columns else None)
         self.cache[key] = rows
         while len(self.cache) > self.keep:
             self.cache.popitem(last=False)
@@ -129,13 +154,19 @@ class TrainBatches:
 
     def step_batches(self, step: int) -> list[torch.Tensor]:
         """`grad_accum_steps` (micro_batch_size, seq_len) int64 tensors for step `step`."""
+        return self.step(step)[0]
+
+    def step(self, step: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """The micro-batches of step `step` and their labels (None: every token counts)."""
         pos = self.position(step)
         self._set_epoch(pos["epoch"])
-        rows = np.stack(
-            [self._sequence(pos["first_sequence"] + i) for i in range(pos["sequences"])]
-        )
+        seqs = [self._sequence(pos["first_sequence"] + i) for i in range(pos["sequences"])]
+        rows = np.stack([ids for ids, _ in seqs])
         ids = torch.from_numpy(rows.astype(np.int64))  # embedding lookups take int64
-        return [ids[m * self.micro : (m + 1) * self.micro] for m in range(self.accum)]
+        masks = [m for _, m in seqs if m is not None]
+        labels = labels_of(rows, np.stack(masks) if masks else None)
+        cut = [slice(m * self.micro, (m + 1) * self.micro) for m in range(self.accum)]
+        return [ids[c] for c in cut], None if labels is None else [labels[c] for c in cut]
 
     def _set_epoch(self, epoch: int) -> None:
         if epoch == self._epoch:
@@ -146,7 +177,7 @@ class TrainBatches:
         self._starts = list(np.cumsum([0, *sizes[:-1]]))
         self._rows, self._epoch = {}, epoch
 
-    def _sequence(self, i: int) -> np.ndarray:
+    def _sequence(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         slot = bisect.bisect_right(self._starts, i) - 1
         g = int(self._order[slot])
         if g not in self._rows:  # the row order inside group g for this epoch
@@ -154,30 +185,37 @@ class TrainBatches:
             rng = np.random.default_rng([self.seed, self._epoch or 0, g])
             self._rows = {g: rng.permutation(n)}  # one group at a time is enough
         path, group, _ = self.index.groups[g]
-        return self.reader.get(path, group)[self._rows[g][i - self._starts[slot]]]
+        ids, mask = self.reader.get(path, group)
+        r = self._rows[g][i - self._starts[slot]]
+        return ids[r], None if mask is None else mask[r]
 
 
 def val_batches(
     uri: str, *, seq_len: int, rank: int, world: int, micro_batch_size: int, max_batches: int
-) -> list[torch.Tensor]:
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """This rank's share of the first `max_batches * world` validation micro-batches, in
-    file order: batch b of rank r holds sequences [(b*world + r)*B, ... + B). Every rank
-    gets the same number of batches (a ZeRO-3 forward is a collective)."""
+    file order, with their labels (None: every token counts): batch b of rank r holds
+    sequences [(b*world + r)*B, ... + B). Every rank gets the same number of batches (a
+    ZeRO-3 forward is a collective)."""
     index = index_split(uri)
     reader = _RowGroups(uri, seq_len)
-    flat: list[np.ndarray] = []
+    flat: list[tuple[np.ndarray, np.ndarray | None]] = []
     need = max_batches * world * micro_batch_size
     for path, group, _ in index.groups:
-        if sum(len(a) for a in flat) >= need:
+        if sum(len(a) for a, _ in flat) >= need:
             break
         flat.append(reader.get(path, group))
     if not flat:
         return []
-    rows = np.concatenate(flat)[:need]
+    rows = np.concatenate([a for a, _ in flat])[:need]
+    masked = flat[0][1] is not None
+    masks = np.concatenate([m for _, m in flat if m is not None])[:need] if masked else None
     out = []
     for b in range(max_batches):
         if (b + 1) * world * micro_batch_size > len(rows):
             break
         lo = (b * world + rank) * micro_batch_size
-        out.append(torch.from_numpy(rows[lo : lo + micro_batch_size].astype(np.int64)))
+        part = rows[lo : lo + micro_batch_size]
+        labels = labels_of(part, None if masks is None else masks[lo : lo + micro_batch_size])
+        out.append((torch.from_numpy(part.astype(np.int64)), labels))
     return out

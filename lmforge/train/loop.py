@@ -35,7 +35,7 @@ import torch
 
 from lmforge.train import sharding
 from lmforge.train.config import PretrainConfig
-from lmforge.train.data import TrainBatches, val_batches
+from lmforge.train.data import IGNORE_INDEX, TrainBatches, val_batches
 
 
 @dataclass(kw_only=True)
@@ -132,10 +132,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # 3) the loop: one optimizer step per iteration
     window = Window(device, world=world, accum=p.grad_accum_steps)
     while st.step < p.max_steps:
-        batches = data.step_batches(st.step)
+        batches, labels = data.step(st.step)
         tokens = sum(x.numel() for x in batches) * world  # every rank takes equal batches
         drill = rank == 0 and st.step + 1 in p.fault_nan_steps  # a rehearsed NaN
-        _, applied = backend.train_step(batches, window.poisoned if drill else window.finite)
+        check = window.poisoned if drill else window.finite
+        _, applied = backend.train_step(batches, check, labels)
         st.step += 1
         st.tokens += tokens
         window.tokens += tokens
@@ -240,15 +241,22 @@ def probe_ids(vocab_size: int, seq_len: int) -> torch.Tensor:
     return (torch.arange(seq_len, dtype=torch.int64) * 7 % vocab_size).unsqueeze(0)
 
 
-def evaluate(backend: Any, val: list[torch.Tensor], device: torch.device) -> dict[str, float]:
-    """Mean loss and perplexity over this rank's validation batches, over all ranks (each
-    rank has the same number of batches: a ZeRO-3 forward is a collective)."""
+def evaluate(
+    backend: Any, val: list[tuple[torch.Tensor, torch.Tensor | None]], device: torch.device
+) -> dict[str, float]:
+    """Mean loss per target token and perplexity over this rank's validation batches,
+    over all ranks (each rank has the same number of batches: a ZeRO-3 forward is a
+    collective). A batch weighs as many targets as it has (all tokens but the first of
+    each row, or those its labels keep)."""
     import torch.distributed as dist
 
     total = torch.zeros(2, dtype=torch.float64, device=device)
-    for x in val:
-        total[0] += backend.loss(x).double()
-        total[1] += 1
+    for x, labels in val:
+        loss = backend.loss(x, labels).double()
+        targets = x[:, 1:].numel() if labels is None else int((labels[:, 1:] != IGNORE_INDEX).sum())
+        if targets:  # a batch with no target still ran its forward (ZeRO-3 collective)
+            total[0] += loss * targets
+            total[1] += targets
     if dist.is_initialized():
         dist.all_reduce(total)
     if total[1] == 0:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 
 from lmforge.train.config import PretrainConfig
+from lmforge.train.data import IGNORE_INDEX
 
 
 class ShardingBackend(Protocol):
@@ -30,14 +31,20 @@ class ShardingBackend(Protocol):
         """Shard the model and make the optimizer and the LR schedule (`schedule(opt)`)."""
 
     def train_step(
-        self, micro_batches: list[torch.Tensor], apply: Callable[[torch.Tensor], bool]
+        self,
+        micro_batches: list[torch.Tensor],
+        apply: Callable[[torch.Tensor], bool],
+        labels: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, bool]:
         """Forward and backward each (B, T) micro-batch; then `apply(sum of the micro-batch
         losses)` decides whether the optimizer step is taken (False: no update, the LR
-        schedule holds). Returns (the loss sum, applied)."""
+        schedule holds). Returns (the loss sum, applied). With `labels` (-100: not a
+        target) the step's gradient is that of the mean loss over the step's targets on
+        all ranks, and the sum is scaled so that sum / (micro-batches x ranks) is it."""
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean token loss of a (B, T) batch, no gradient (a collective under ZeRO-3)."""
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean token loss of a (B, T) batch over its targets (`labels`; None: every
+        token), no gradient (a collective under ZeRO-3)."""
 
     def lr(self) -> float: ...
 
@@ -159,14 +166,22 @@ class DeepSpeedBackend:
         self.engine, self.device = engine, engine.device
 
     def train_step(
-        self, micro_batches: list[torch.Tensor], apply: Callable[[torch.Tensor], bool]
+        self,
+        micro_batches: list[torch.Tensor],
+        apply: Callable[[torch.Tensor], bool],
+        labels: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, bool]:
         engine = self.engine
         engine.train()
         losses = []
+        scale = None if labels is None else self._target_scale(labels)
         for i, x in enumerate(micro_batches):
             x = x.to(self.device)
-            loss = engine(input_ids=x, labels=x, use_cache=False).loss  # HF shifts labels
+            if labels is None or scale is None:  # every token a target
+                loss = engine(input_ids=x, labels=x, use_cache=False).loss  # HF shifts labels
+            else:
+                logits = engine(input_ids=x, use_cache=False).logits
+                loss = target_loss_sum(logits, labels[i].to(self.device)) * scale
             engine.backward(loss)
             losses.append(loss.detach())
             if i < len(micro_batches) - 1:
@@ -176,6 +191,24 @@ class DeepSpeedBackend:
         with self._no_update(not applied):
             engine.step()  # the accumulation boundary: reduce, clip, optimizer and LR step
         return total, applied
+
+    def _target_scale(self, labels: list[torch.Tensor]) -> float:
+        """micro-batches x ranks / targets of the step on all ranks: a micro-batch's loss
+        sum times this, averaged by DeepSpeed over micro-batches and ranks, is the mean
+        over every target of the step (so a rank with fewer targets weighs less). One
+        all-reduce of a scalar."""
+        import torch.distributed as dist
+
+        n = torch.tensor(
+            [float(sum(int((lab[:, 1:] != IGNORE_INDEX).sum()) for lab in labels))],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        world = 1
+        if dist.is_initialized():
+            dist.all_reduce(n)
+            world = dist.get_world_size()
+        return len(labels) * world / max(float(n[0]), 1.0)
 
     @contextmanager
     def _no_update(self, skip: bool) -> Iterator[None]:
@@ -199,11 +232,12 @@ class DeepSpeedBackend:
                 else:
                     t.step = old
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         self.engine.eval()
         x = x.to(self.device)
+        target = x if labels is None else labels.to(self.device)
         with torch.no_grad():
-            return self.engine(input_ids=x, labels=x, use_cache=False).loss.detach().float()
+            return self.engine(input_ids=x, labels=target, use_cache=False).loss.detach().float()
 
     def lr(self) -> float:
         return float(self.engine.get_lr()[0])
@@ -238,6 +272,16 @@ class DeepSpeedBackend:
 
     def _module(self) -> Any:
         return self.engine.module if self.engine is not None else self._built
+
+
+def target_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy of (B, T, V) logits over the targets of (B, T)
+    labels: position t predicts label t + 1; IGNORE_INDEX labels are skipped. The same
+    shift and float32 upcast as Hugging Face's causal-LM loss, reduced by sum."""
+    shifted = logits[:, :-1, :].float().reshape(-1, logits.shape[-1])
+    return torch.nn.functional.cross_entropy(
+        shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
 
 
 def _no_op(*args: Any, **kwargs: Any) -> None:
