@@ -19,6 +19,7 @@ from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines import mixture
 from lmforge.pipelines.packing import split_counts, write_packed
+from lmforge.pipelines.token_pool import TokenPool
 from lmforge.pipelines.tokenizer import save_tokenizer, train_tokenizer
 from lmforge.platform import digest, storage, tracking
 
@@ -30,6 +31,8 @@ def validate(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
+    import ray.data
+
     cfg = recipe.tokenize
     assert cfg.output is not None
     inputs = [storage.absolute(u) for u in cfg.input]
@@ -39,48 +42,57 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
     weights = mixture.source_weights(labels, cfg.mixture) if cfg.mixture else None
     masked = cfg.loss_on == "assistant"
     fp = reuse.fingerprint("tokenize", recipe)
-    with stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id) as run_id:
+    context = stage_context("tokenize", recipe, cfg.model_dump(), parent_run_id=parent_run_id)
+    with context as run_id, mixture.in_order():
         tracking.record_inputs(inputs, digests=fp.input_digests)
         storage.remove(output)
         by_uri = {storage.absolute(u): name for u, name in labels.items()}
         docs = mixture.labelled_documents(by_uri).materialize()
         n_docs = docs.count()
 
-        # 1) the tokenizer, trained on a sample streamed to the driver (with a mixture:
-        # drawn across sources by the weights, so a small source still gets its tokens)
+        # 1) the tokenizer, trained on a sample collected on the driver (with a mixture:
+        # drawn across sources by the weights, so a small source still gets its tokens);
+        # the tokenizing actors start meanwhile (they take every CPU: Ray Data is done)
         t0 = time.perf_counter()
         if weights is None:
             sampled = docs.limit(cfg.tokenizer_train_docs)
         else:
             sampled = mixture.tokenizer_sample(docs, weights, cfg.tokenizer_train_docs, cfg.seed)
-        tok = train_tokenizer((r["text"] for r in sampled.iter_rows()), cfg.vocab_size)
-        tok_dir = storage.join(output, "tokenizer")
-        save_tokenizer(tok, tok_dir)
-        t_tok = time.perf_counter() - t0
+        texts = [r["text"] for r in sampled.iter_rows()]
+        with TokenPool() as pool:
+            tok = train_tokenizer(texts, cfg.vocab_size)
+            del texts
+            tok_dir = storage.join(output, "tokenizer")
+            save_tokenizer(tok, tok_dir)
+            t_tok = time.perf_counter() - t0
 
-        # 2) every document tokenized once; split by document, then the plan of repeats
-        # from the train documents' token counts (validation documents are written once)
-        tokens = mixture.tokenize_documents(
-            docs, tok, cfg.val_fraction, cfg.seed, loss_on=cfg.loss_on
-        ).materialize()
-        columns = ["id", mixture.SOURCE, "n_tokens", "val", "key"]
-        table = mixture.small_table(tokens, columns + (["n_loss"] if masked else []))
-        val_mask = table["val"].to_numpy(zero_copy_only=False)
-        split_docs = {"train": table.filter(~val_mask), "val": table.filter(val_mask)}
-        plan, epochs = mixture.plan(split_docs["train"], weights, cfg.mixture_tokens)
+            # 2) every document tokenized once; split by document, then the plan of
+            # repeats from the train documents' token counts (validation: written once)
+            tokens, table = pool.tokenize(
+                docs, tok, cfg.val_fraction, cfg.seed, loss_on=cfg.loss_on
+            )
+            val_mask = table["val"].to_numpy(zero_copy_only=False)
+            split_docs = {"train": table.filter(~val_mask), "val": table.filter(val_mask)}
+            plan, epochs = mixture.plan(split_docs["train"], weights, cfg.mixture_tokens)
+            plans = {"train": plan, "val": mixture.Plan({}, {})}  # val: once each
 
-        # 3) pack each split on the cluster
+            # 3) each split packed by the same actors, in the object store
+            packed = {
+                split: pool.pack(
+                    tokens, validation=split == "val", plan=plans[split], seq_len=cfg.seq_len
+                )
+                for split in ("train", "val")
+            }
+        del tokens
+
+        # 4) written by Ray Data, once the actors have freed their CPUs
         counts: dict[str, Any] = {}
         sources: dict[str, Any] = {}
-        for split in ("train", "val"):
-            split_plan = plan if split == "train" else mixture.Plan({}, {})  # val: once each
-            rows = mixture.pack_split(
-                tokens, validation=split == "val", plan=split_plan, seq_len=cfg.seq_len
-            )
+        for split, rows in packed.items():
             folder = storage.join(output, split)
-            write_packed(rows, folder)
+            write_packed(ray.data.from_arrow_refs(rows), folder)
             counts[split] = split_counts(folder, split_docs[split].num_rows, cfg.seq_len)
-            sources[split] = mixture.figures(mixture.written(split_docs[split], split_plan))
+            sources[split] = mixture.figures(mixture.written(split_docs[split], plans[split]))
         for s, fig in sources["train"].items():
             fig["repeats"] = epochs.get(s, 1.0)
 

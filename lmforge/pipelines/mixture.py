@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +34,6 @@ from lmforge.pipelines.packing import (
     DOCS_PER_BATCH,
     LOSS_MASK,
     assistant_mask,
-    chat_token_ids,
     is_validation,
     pack_batch,
     read_documents,
@@ -153,45 +154,11 @@ class TokenizeDocs:
         return pa.table(columns)
 
 
-def tokenize_documents(
-    docs: Any, tok: Any, val_fraction: float, seed: int, *, loss_on: str = "all"
-) -> Any:
-    """Ray Dataset of documents -> one row per document with its token ids, count, split
-    and sample key (`TokenizeDocs`), by a pool of actors (one per CPU Ray has, one
-    core each) in batches of DOCS_PER_BATCH."""
-    import ray
-    import ray.data
-
-    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-    return docs.map_batches(
-        TokenizeDocs,
-        fn_constructor_kwargs={
-            "tokenizer_json": tok.backend_tokenizer.to_str(),
-            "eos_id": tok.eos_token_id,
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "chat_ids": chat_token_ids(tok) if loss_on == "assistant" else None,
-        },
-        batch_size=DOCS_PER_BATCH,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cpus),
-    )
-
-
-def pack_split(tokens: Any, *, validation: bool, plan: Plan | None, seq_len: int) -> Any:
-    """The packed rows of one split of `tokenize_documents`' output: its documents, each
-    as many times as `plan` says (None: once), packed in batches of DOCS_PER_BATCH."""
-    return tokens.map_batches(
-        _pack_split_batch,
-        fn_args=(validation, plan, seq_len),
-        batch_size=DOCS_PER_BATCH,
-        batch_format="pyarrow",
-    )
-
-
-def _pack_split_batch(
+def pack_split_batch(
     batch: pa.Table, validation: bool, plan: Plan | None, seq_len: int
 ) -> pa.Table:
+    """The packed rows of one split of a `TokenizeDocs` batch, each document as many
+    times as `plan` says (None: once)."""
     part = batch.filter(pc.equal(batch["val"], validation))
     if plan is not None:
         part = repeat_batch(part, plan)
@@ -306,14 +273,33 @@ def plot(report: dict[str, dict[str, Any]], weights: dict[str, float] | None) ->
 
 
 def labelled_documents(labels: dict[str, str]) -> Any:
-    """`id`, `text` and `SOURCE` of every kept row of each input (URI -> source name)."""
+    """`id`, `text` and `SOURCE` of every kept row of each input (URI -> source name), in
+    blocks of exactly DOCS_PER_BATCH rows (the last excepted): each block is one batch of
+    `TokenizeDocs` and of packing, whatever the files' sizes, so small inputs still
+    spread over every actor and, read in order, the packed rows do not depend on timing."""
     parts = [
         read_documents([uri]).map_batches(
             _label, fn_args=(name,), batch_format="pyarrow", zero_copy_batch=True
         )
         for uri, name in labels.items()
     ]
-    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    docs = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    return docs.repartition(target_num_rows_per_block=DOCS_PER_BATCH, strict=True)
+
+
+@contextmanager
+def in_order() -> Iterator[None]:
+    """Ray Data keeps blocks in input order inside: batches, and so the packed rows, are
+    the same in every run (the stage's shards are deterministic, not only its counts)."""
+    from ray.data import DataContext
+
+    options = DataContext.get_current().execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
 
 
 def _label(batch: pa.Table, name: str) -> pa.Table:
@@ -321,11 +307,26 @@ def _label(batch: pa.Table, name: str) -> pa.Table:
 
 
 def small_table(ds: Any, columns: list[str]) -> pa.Table:
-    """A few small columns of every row of a Ray Dataset, on the driver."""
+    """A few small columns of every row of a Ray Dataset, on the driver, in block order.
+    Plain Ray tasks select them where the blocks are, a few blocks each (cheaper than a
+    Ray Data pass); only the selected columns travel."""
     import ray
 
-    tables = [t for t in ray.get(ds.select_columns(columns).to_arrow_refs()) if t.num_rows]
+    refs = ds.to_arrow_refs()  # a materialized dataset's own blocks: nothing runs
+    per_task = max(
+        1, math.ceil(len(refs) / (4 * max(1, int(ray.cluster_resources().get("CPU", 1)))))
+    )
+    select = ray.remote(num_cpus=0.5)(_select_columns)
+    parts = ray.get(
+        [select.remote(columns, *refs[i : i + per_task]) for i in range(0, len(refs), per_task)]
+    )
+    tables = [t for t in parts if t.num_rows]
     return pa.concat_tables(tables) if tables else pa.table({c: [] for c in columns})
+
+
+def _select_columns(columns: list[str], *blocks: pa.Table) -> pa.Table:
+    parts = [b.select(columns) for b in blocks if b.num_rows]
+    return pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
 
 
 def tokenizer_sample(docs: Any, weights: dict[str, float], n_docs: int, seed: int) -> Any:
