@@ -135,7 +135,7 @@ def run_lmforge(folder: Path, tok: Any, seq_len: int) -> tuple[dict[str, float],
                 with sw.span("driver: plan"):
                     plan, _ = mixture.plan(table, None, None)
                 with sw.span("pack (actors)"):
-                    refs = pool.pack(tokens, validation=False, plan=plan, seq_len=seq_len)
+                    refs, _ = pool.pack(tokens, validation=False, plan=plan, seq_len=seq_len)
                     ray.wait(refs, num_returns=len(refs), fetch_local=False)
     tables = [ray.get(ref) for ref in refs]
     return sw.spans, tables

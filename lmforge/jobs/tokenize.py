@@ -77,7 +77,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
             plans = {"train": plan, "val": mixture.Plan({}, {})}  # val: once each
 
             # 3) each split packed by the same actors, in the object store
-            packed = {
+            packed = {  # split -> (refs of packed blocks, per-source tokens kept)
                 split: pool.pack(
                     tokens, validation=split == "val", plan=plans[split], seq_len=cfg.seq_len
                 )
@@ -88,11 +88,12 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         # 4) written by Ray Data, once the actors have freed their CPUs
         counts: dict[str, Any] = {}
         sources: dict[str, Any] = {}
-        for split, rows in packed.items():
+        for split, (rows, kept) in packed.items():
             folder = storage.join(output, split)
             write_packed(ray.data.from_arrow_refs(rows), folder)
             counts[split] = split_counts(folder, split_docs[split].num_rows, cfg.seq_len)
-            sources[split] = mixture.figures(mixture.written(split_docs[split], plans[split]))
+            planned = mixture.written(split_docs[split], plans[split])
+            sources[split] = mixture.figures(planned, kept)
         for s, fig in sources["train"].items():
             fig["repeats"] = epochs.get(s, 1.0)
 

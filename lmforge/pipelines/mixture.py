@@ -35,7 +35,6 @@ from lmforge.pipelines.packing import (
     LOSS_MASK,
     assistant_mask,
     is_validation,
-    pack_batch,
     read_documents,
     with_eos,
 )
@@ -154,15 +153,31 @@ class TokenizeDocs:
         return pa.table(columns)
 
 
-def pack_split_batch(
-    batch: pa.Table, validation: bool, plan: Plan | None, seq_len: int
-) -> pa.Table:
-    """The packed rows of one split of a `TokenizeDocs` batch, each document as many
-    times as `plan` says (None: once)."""
+def split_part(batch: pa.Table, validation: bool, plan: Plan | None) -> pa.Table:
+    """The documents of one split of a `TokenizeDocs` batch, in the order packed."""
     part = batch.filter(pc.equal(batch["val"], validation))
-    if plan is not None:
-        part = repeat_batch(part, plan)
-    return pack_batch(part, seq_len)
+    return part if plan is None else repeat_batch(part, plan)
+
+
+def packed_by_source(part: pa.Table, seq_len: int) -> dict[str, list[int]]:
+    """Per source, the tokens (and loss targets) of `part` that packing keeps: the
+    stream of a batch is cut after its last whole row, so the documents at its end lose
+    their tail. Source -> [tokens, loss targets] (targets 0 without a mask)."""
+    lengths = part["n_tokens"].to_numpy().astype(np.int64)
+    ends = np.cumsum(lengths)
+    cut = (int(ends[-1]) // seq_len) * seq_len if len(ends) else 0
+    kept = np.clip(cut - (ends - lengths), 0, lengths)
+    loss = np.zeros(len(lengths), dtype=np.int64)
+    if LOSS_MASK in part.column_names and len(lengths):
+        flags = pc.list_flatten(part[LOSS_MASK]).to_numpy(zero_copy_only=False)
+        running = np.concatenate([[0], np.cumsum(flags[:cut], dtype=np.int64)])
+        starts = np.minimum(ends - lengths, cut)
+        loss = running[np.minimum(ends, cut)] - running[starts]
+    sources = np.asarray(part[SOURCE].to_pylist(), dtype=object)
+    return {
+        str(s): [int(kept[sources == s].sum()), int(loss[sources == s].sum())]
+        for s in sorted(set(sources.tolist()))
+    }
 
 
 def _row_sums(mask: pa.ListArray) -> pa.Array:
@@ -228,10 +243,15 @@ def repeat_batch(batch: pa.Table, plan: Plan) -> pa.Table:
     return batch.take(pa.array(order, pa.int64()))
 
 
-def figures(docs: pa.Table) -> dict[str, dict[str, Any]]:
+def figures(
+    docs: pa.Table, packed: dict[str, list[int]] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per source, of the documents a split writes (`SOURCE`, `id`, `n_tokens`, and
     `n_loss` under loss_on: assistant): documents (distinct), written (with repeats),
-    tokens, share of tokens (and loss_tokens: targets of the loss)."""
+    tokens, share of tokens (and loss_tokens: targets of the loss). With `packed`
+    (`packed_by_source` summed over the split), `tokens` and `loss_tokens` are those in
+    the shards, `share` is theirs, and `planned_tokens` / `planned_share` are before
+    packing cut each batch's tail."""
     sources = docs[SOURCE].to_numpy(zero_copy_only=False)
     loss = docs["n_loss"].to_numpy() if "n_loss" in docs.column_names else None
     tokens = docs["n_tokens"].to_numpy()
@@ -249,6 +269,14 @@ def figures(docs: pa.Table) -> dict[str, dict[str, Any]]:
         }
         if loss is not None:
             out[s]["loss_tokens"] = int(loss[mine].sum())
+    if packed is not None:
+        in_shards = sum(packed.get(s, [0, 0])[0] for s in out)
+        for s, fig in out.items():
+            kept, targets = packed.get(s, [0, 0])
+            fig["planned_tokens"], fig["planned_share"] = fig["tokens"], fig["share"]
+            fig["tokens"], fig["share"] = kept, kept / in_shards if in_shards else 0.0
+            if "loss_tokens" in fig:
+                fig["loss_tokens"] = targets
     return out
 
 

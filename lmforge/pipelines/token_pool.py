@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from lmforge.pipelines import mixture
+from lmforge.pipelines.packing import pack_batch
 
 IN_FLIGHT = 2  # calls queued per actor: the next block is there when one finishes
 SMALL_COLUMNS = ["id", mixture.SOURCE, "n_tokens", "val", "key"]
@@ -55,10 +56,11 @@ class TokenWorker:
 
     def pack(
         self, block: pa.Table, validation: bool, plan: mixture.Plan | None, seq_len: int
-    ) -> tuple[int, pa.Table]:
-        """The packed rows of one split of a token block (with their count first)."""
-        rows = mixture.pack_split_batch(block, validation, plan, seq_len)
-        return rows.num_rows, rows
+    ) -> tuple[dict[str, list[int]], pa.Table]:
+        """The packed rows of one split of a token block, after the tokens and loss
+        targets each source keeps in them (`mixture.packed_by_source`)."""
+        part = mixture.split_part(block, validation, plan)
+        return mixture.packed_by_source(part, seq_len), pack_batch(part, seq_len)
 
 
 class TokenPool:
@@ -122,12 +124,21 @@ class TokenPool:
 
     def pack(
         self, tokens: list[Any], *, validation: bool, plan: mixture.Plan | None, seq_len: int
-    ) -> list[Any]:
+    ) -> tuple[list[Any], dict[str, list[int]]]:
         """The refs of the packed rows of one split (each document as many times as
-        `plan` says; None: once), one block per token block, in order. Make them a
-        Dataset (`ray.data.from_arrow_refs`) after `close`: that runs tasks."""
+        `plan` says; None: once), one block per token block, in order; and per source
+        the tokens and loss targets they hold. Make the refs a Dataset
+        (`ray.data.from_arrow_refs`) after `close`: that runs tasks."""
+        import ray
+
         calls = [("pack", (ref, validation, plan, seq_len)) for ref in tokens]
-        return [r[1] for r in self._map(calls, num_returns=2)]
+        results = self._map(calls, num_returns=2)
+        totals: dict[str, list[int]] = {}
+        for counts in ray.get([r[0] for r in results]):
+            for s, (kept, targets) in counts.items():
+                t = totals.setdefault(s, [0, 0])
+                t[0], t[1] = t[0] + kept, t[1] + targets
+        return [r[1] for r in results], totals
 
     def close(self) -> None:
         import ray
