@@ -110,6 +110,8 @@ def test_the_mask_reaches_the_loss_of_two_deepspeed_ranks(tmp_path: Path) -> Non
     assert manifest["loss_on"] == "assistant"
     split = manifest["splits"]["train"]
     assert 0 < split["loss_tokens"] < split["tokens"]
+    (figures,) = manifest["sources"]["train"].values()  # one source: counted in the shards
+    assert (figures["loss_tokens"], figures["tokens"]) == (split["loss_tokens"], split["tokens"])
 
     train_recipe = recipe(
         "pretrain",
