@@ -1,5 +1,5 @@
-"""tokenize throughput: the tokenize stage's tokenize-and-pack on Ray Data vs bare
-`tokenizers` with the same packing in one process per core.
+"""tokenize throughput: the tokenize stage's tokenize-and-pack on its pool of Ray actors vs
+bare `tokenizers` with the same packing in one process per core.
 
     python benchmarks/tokenize_throughput.py [--size 100000] [--seq-len 256] [--vocab-size 4096]
 
@@ -7,21 +7,23 @@ Input: `--size` documents of the built-in docstring corpus, written as Parquet f
 `DOCS_PER_BATCH` documents each (not timed). A byte-level BPE tokenizer is trained on the
 first `--tokenizer-docs` with `lmforge.pipelines.tokenizer.train_tokenizer` (not timed).
 
-lmforge (timed, from the Parquet files to packed rows in the object store): the calls
-`tokenize.run` makes, in its order. `mixture.labelled_documents` reads the files;
-`tokenize_documents` runs `TokenizeDocs` on a pool of actors, one per core, materialized
-as the stage does. Then the driver collects each document's id, source, count, split and
-sample key (`small_table`) and makes the mixture plan (`mixture.plan`). Last,
-`pack_split` packs the train split, materialized. The validation fraction is 0, so
-every document is packed once, and nothing is written to disk (the baseline writes
-nothing either).
+lmforge: the calls `tokenize.run` makes, in its order. Before the clock, as in the stage,
+`mixture.labelled_documents` reads the files into the object store (the stage reads them
+once, for the tokenizer's sample and for this) and the `TokenPool` actors are started (the
+stage starts them while it trains the tokenizer). Timed: `TokenPool.tokenize` (the
+`TokenizeDocs` rows of every block, one actor per core, and the small table of every
+document on the driver), `mixture.plan`, and `TokenPool.pack` of the train split, until
+every packed block is in the object store. The validation fraction is 0, so every
+document is packed once; nothing is written to disk (the baseline writes nothing either).
 
 Baseline (timed the same way): a `multiprocessing` pool of one process per core, started
-and warmed before the clock. Each process reads one Parquet file with pyarrow, encodes its
-texts with the bare `tokenizers.Tokenizer` and the same call as `TokenizeDocs`
-(`encode_batch_fast` when the installed `tokenizers` has it, `encode_batch` otherwise),
-with one Rust thread per process, and packs them with `lmforge.pipelines.packing.pack`.
-The packed table comes back to the parent.
+and warmed before the clock, each holding every file's `text` column as Arrow (read before
+the clock, as lmforge's documents are in the object store). Each call takes one file's
+texts as Python strings (as `TokenizeDocs` does with its block), encodes them with the
+bare `tokenizers.Tokenizer` and the same call as `TokenizeDocs` (`encode_batch_fast` when
+the installed `tokenizers` has it, `encode_batch` otherwise), with one Rust thread per
+process, and packs them with `lmforge.pipelines.packing.pack`. The packed table comes
+back to the parent.
 
 Agreement, row by row: both sides must give the same packed sequences, batch by batch
 (same number of rows, the same token ids and document starts in each). The script prints
@@ -142,7 +144,7 @@ def run_lmforge(folder: Path, tok: Any, seq_len: int) -> tuple[dict[str, float],
 
 
 _TOKENIZER: Any = None
-_TEXTS: dict[str, list[str]] = {}
+_TEXTS: dict[str, Any] = {}  # file -> its `text` column (Arrow), as lmforge's blocks hold it
 
 
 def _init_worker(tokenizer_json: str, files: list[str]) -> None:
@@ -153,7 +155,7 @@ def _init_worker(tokenizer_json: str, files: list[str]) -> None:
     global _TOKENIZER
     _TOKENIZER = Tokenizer.from_str(tokenizer_json)
     for f in files:  # read before the clock, as lmforge's documents are
-        _TEXTS[f] = pq.read_table(f, columns=["text"])["text"].to_pylist()
+        _TEXTS[f] = pq.read_table(f, columns=["text"])["text"]
 
 
 def _encode_and_pack(args: tuple[str, int, int]) -> Any:
@@ -161,7 +163,7 @@ def _encode_and_pack(args: tuple[str, int, int]) -> Any:
 
     path, eos_id, seq_len = args
     encode = getattr(_TOKENIZER, "encode_batch_fast", _TOKENIZER.encode_batch)
-    ids = [e.ids for e in encode(_TEXTS[path], add_special_tokens=False)]
+    ids = [e.ids for e in encode(_TEXTS[path].to_pylist(), add_special_tokens=False)]
     return pack(ids, eos_id, seq_len)
 
 
