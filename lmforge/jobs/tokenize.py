@@ -3,10 +3,14 @@
     python -m lmforge.jobs.tokenize --input CURATED [--input SYNTHETIC] --output DIR
 
 Output: `tokenizer/` (Hugging Face files), `train/` and `val/` (Parquet rows of
-`seq_len` token ids), `manifest.json` (documents, sequences and tokens per split; the
-`mixture` asked for, or null for the natural mix; per split and source the documents,
-tokens, realized share and, for train, repeats; the `digest` of the shards of both
-splits and the tokenizer files). The mixture is `lmforge/pipelines/mixture.py`.
+`seq_len` token ids, plus a `loss_mask` of the same length with `tokenize.loss_on:
+assistant`: true where the token is a target, false on system and user turns and role
+headers), `manifest.json` (documents, sequences, tokens and loss targets per split; the
+`mixture` asked for, or null for the natural mix; `loss_on`; per split and source the
+documents, tokens in the shards, realized share, the planned tokens and share before
+packing and, for train, repeats; the `digest` of the shards of both splits and the
+tokenizer files). The mixture is `lmforge/pipelines/mixture.py`; encoding and packing run
+on `lmforge/pipelines/token_pool.py`.
 """
 
 from __future__ import annotations

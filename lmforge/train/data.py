@@ -33,8 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lmforge.pipelines.packing import LOSS_MASK
 from lmforge.platform import storage
+
+# The shards' columns, as `tokenize` writes them (lmforge.pipelines.packing): train reads the
+# files, it does not import the stage that writes them (tests/test_layers.py).
+LOSS_MASK = "loss_mask"  # (seq_len,) bools, present only with tokenize.loss_on: assistant
 
 
 @dataclass(frozen=True)
