@@ -230,6 +230,9 @@ def ray_cluster(
         timeout=60,
     )
     env["RAY_AUTH_MODE"] = "token"
+    # a node waits 30 s by default for the GCS to list it, then exits; on a loaded 2-core
+    # machine the worker took longer (CI, stop 19: "GCS cannot find the node")
+    env["RAY_raylet_start_wait_time_s"] = "120"
     gcs_port, dash_port = free_port(), free_port()
     head_root = Path(tempfile.mkdtemp(prefix="lmforge-head-"))
     worker_tmp = Path(tempfile.mkdtemp(prefix="lmforge-worker-"))

@@ -59,6 +59,7 @@ def ray_head(tmp_path: Path):
         timeout=60,
     )
     env["RAY_AUTH_MODE"] = "token"
+    env["RAY_raylet_start_wait_time_s"] = "120"  # 30 s by default: too short on a loaded machine
     # --block keeps the head in this process group, so the test stops exactly this cluster
     proc = subprocess.Popen(
         [
