@@ -22,7 +22,7 @@ from lmforge.jobs import reuse
 from lmforge.jobs.common import StageResult, check_inputs, stage_context
 from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines import mixture
-from lmforge.pipelines.packing import split_counts, write_packed
+from lmforge.pipelines.packing import check_text_column, split_counts, write_packed
 from lmforge.pipelines.token_pool import TokenPool
 from lmforge.pipelines.tokenizer import save_tokenizer, train_tokenizer
 from lmforge.platform import digest, storage, tracking
@@ -31,6 +31,8 @@ from lmforge.platform import digest, storage, tracking
 def validate(recipe: Recipe) -> None:
     cfg = recipe.tokenize
     check_inputs(cfg.input, what="tokenize")
+    for uri in cfg.input:
+        check_text_column(uri)
     mixture.source_labels(cfg.input, cfg.mixture, cfg.groups)
 
 

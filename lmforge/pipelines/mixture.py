@@ -33,9 +33,12 @@ import pyarrow.compute as pc
 from lmforge.pipelines.packing import (
     DOCS_PER_BATCH,
     LOSS_MASK,
+    START,
     assistant_mask,
     is_validation,
+    pack_batch,
     read_documents,
+    stream_tail,
     with_eos,
 )
 from lmforge.platform import storage
@@ -159,10 +162,62 @@ def split_part(batch: pa.Table, validation: bool, plan: Plan | None) -> pa.Table
     return part if plan is None else repeat_batch(part, plan)
 
 
-def packed_by_source(part: pa.Table, seq_len: int) -> dict[str, list[int]]:
-    """Per source, the tokens (and loss targets) of `part` that packing keeps: the
-    stream of a batch is cut after its last whole row, so the documents at its end lose
-    their tail. Source -> [tokens, loss targets] (targets 0 without a mask)."""
+Counts = dict[str, list[int]]  # source -> [tokens, loss targets] in packed rows
+
+
+def pack_part(part: pa.Table, seq_len: int) -> tuple[Counts, pa.Table, pa.Table]:
+    """Pack the documents of `part` (in order): the tokens and loss targets of each
+    source in the rows, the rows, and the tail after the last whole row (`tail`), to be
+    packed with other parts' tails."""
+    return packed_by_source(part, seq_len), pack_batch(part, seq_len), tail(part, seq_len)
+
+
+def tail(part: pa.Table, seq_len: int) -> pa.Table:
+    """What packing `part` leaves after its last whole row, as documents a later
+    `pack_part` takes: the pieces (`input_ids`, `n_tokens`), their source, `START`
+    (False for the rest of a document a row cut) and their loss mask pieces."""
+    mask = part[LOSS_MASK] if LOSS_MASK in part.column_names else None
+    begins = part[START] if START in part.column_names else None
+    pieces, mask_pieces, index, first = stream_tail(part["input_ids"], seq_len, mask, begins)
+    columns: dict[str, Any] = {
+        "input_ids": pieces,
+        "n_tokens": pc.list_value_length(pieces).cast(pa.int64()),
+        SOURCE: part[SOURCE].take(pa.array(index, pa.int64())),
+        START: pa.array(first, pa.bool_()),
+    }
+    if mask_pieces is not None:
+        columns[LOSS_MASK] = mask_pieces
+    return pa.table(columns)
+
+
+def interleaved(counts: list[Counts]) -> list[int]:
+    """An order of packed blocks (each block's tokens per source) that spreads every
+    source over the split: a block's place is the middle of its tokens within its main
+    source's tokens (0..1), so a source's blocks are spaced by their size and sources
+    alternate in the files (inputs are read one after the other; the trainer shuffles
+    row groups, not rows across the split). Deterministic: ties go to the source's name
+    and the block's index."""
+    totals: dict[str, int] = {}
+    mains: list[tuple[str, int]] = []
+    for c in counts:
+        main = max(sorted(c), key=lambda s: c[s][0], default="")
+        kept = c[main][0] if main else 0
+        mains.append((main, kept))
+        totals[main] = totals.get(main, 0) + kept
+    seen: dict[str, int] = {}
+    places = []
+    for b, (main, kept) in enumerate(mains):
+        before = seen.get(main, 0)
+        seen[main] = before + kept
+        places.append(((before + kept / 2) / max(totals[main], 1), main, b))
+    return [b for _, _, b in sorted(places)]
+
+
+def packed_by_source(part: pa.Table, seq_len: int) -> Counts:
+    """Per source, the tokens (and loss targets) of `part` that its packed rows hold:
+    the stream is cut after its last whole row, and the pieces after the cut go to the
+    tail (`tail`), counted where they are packed. Source -> [tokens, loss targets]
+    (targets 0 without a mask)."""
     lengths = part["n_tokens"].to_numpy().astype(np.int64)
     ends = np.cumsum(lengths)
     cut = (int(ends[-1]) // seq_len) * seq_len if len(ends) else 0

@@ -5,8 +5,11 @@ is cut into rows of exactly `seq_len` tokens. A row records where documents star
 inside it (`doc_starts`), so document-masked attention can be added later without
 re-tokenizing. With `tokenize.loss_on: assistant` a row also carries `loss_mask`, one
 flag per token: True where the token is a target of the training loss (see
-`assistant_mask`). The tail of a batch that does not fill a row is dropped; documents
-that start in it are the difference between documents read and `doc_starts` written.
+`assistant_mask`). The tail of a batch that does not fill a row is not dropped: it is
+carried (`stream_tail`) and packed with the other batches' tails, in batch order, so a
+split loses less than one row of tokens in all, however many batches it has and
+however few tokens each holds after a mixture samples it down. A piece of a document
+cut by a row is not a document start in the row that takes it (`START`).
 
 Packing works on whole Arrow arrays (the flat token values and the offsets of each
 document), never on Python lists: it costs a few percent of the tokenizer's time.
@@ -30,8 +33,9 @@ SEQ_SCHEMA_FIELDS = [
 ]
 SEQ_SCHEMA = pa.schema(SEQ_SCHEMA_FIELDS)
 LOSS_MASK = "loss_mask"  # (seq_len,) bools, only with tokenize.loss_on: assistant
+START = "start"  # of a carried piece of a document: does the piece begin its document
 MASKED_SEQ_SCHEMA = SEQ_SCHEMA.append(pa.field(LOSS_MASK, pa.list_(pa.bool_())))
-DOCS_PER_BATCH = 2048  # bigger batches waste less in the tail of each packed stream
+DOCS_PER_BATCH = 2048  # documents per block: one call of tokenizing and of packing
 
 
 def is_validation(doc_id: str, fraction: float) -> bool:
@@ -52,16 +56,23 @@ def with_eos(ids: pa.Array, eos_id: int) -> pa.ListArray:
     )
 
 
-def pack_documents(docs: pa.Array, seq_len: int, mask: pa.Array | None = None) -> pa.Table:
+def pack_documents(
+    docs: pa.Array, seq_len: int, mask: pa.Array | None = None, begins: Any = None
+) -> pa.Table:
     """Documents (list<int32>, each already ending in EOS) -> rows of `seq_len` tokens:
-    `input_ids`, `doc_starts` and, given a per-token `mask` of the same shape, `loss_mask`."""
+    `input_ids`, `doc_starts` and, given a per-token `mask` of the same shape, `loss_mask`.
+    `begins` (one bool per entry of `docs`; default all True): False for a piece that
+    continues a document, whose start is then not recorded."""
     docs = _list_array(docs)
     offsets = docs.offsets.to_numpy().astype(np.int64)
     stream = _values(docs)
     n_rows = len(stream) // seq_len
     cut = n_rows * seq_len
     starts = offsets[:-1] - offsets[0]
-    starts = starts[(starts < cut) & (np.diff(offsets) > 0)]
+    first = np.diff(offsets) > 0
+    if begins is not None:
+        first &= _bools(begins)
+    starts = starts[(starts < cut) & first]
     row_of_start = starts // seq_len
     start_offsets = np.searchsorted(row_of_start, np.arange(n_rows + 1), side="left")
     row_offsets = pa.array(np.arange(0, cut + 1, seq_len), pa.int32())
@@ -79,6 +90,40 @@ def pack_documents(docs: pa.Array, seq_len: int, mask: pa.Array | None = None) -
         raise ValueError(f"loss mask of {len(flags)} flags for {len(stream)} tokens")
     columns[LOSS_MASK] = pa.ListArray.from_arrays(row_offsets, pa.array(flags[:cut], pa.bool_()))
     return pa.table(columns, schema=MASKED_SEQ_SCHEMA)
+
+
+def stream_tail(
+    docs: pa.Array, seq_len: int, mask: pa.Array | None = None, begins: Any = None
+) -> tuple[pa.ListArray, pa.ListArray | None, np.ndarray, np.ndarray]:
+    """What `pack_documents` leaves after its last whole row, to be packed later: the
+    pieces of the documents that reach past the cut (the first may be the end of a
+    document that a row cut), their loss mask pieces (given `mask`), the index in `docs`
+    of each piece's document, and whether each piece begins its document."""
+    docs = _list_array(docs)
+    offsets = docs.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    stream = _values(docs)
+    cut = (len(stream) // seq_len) * seq_len
+    index = np.flatnonzero((offsets[1:] > cut) & (np.diff(offsets) > 0))
+    lo = np.maximum(offsets[:-1][index], cut)
+    piece_offsets = pa.array(np.append(lo, len(stream)) - cut, pa.int32())
+    pieces = pa.ListArray.from_arrays(piece_offsets, pa.array(stream[cut:], pa.int32()))
+    mask_pieces = None
+    if mask is not None:
+        flags = _values(_list_array(mask))
+        mask_pieces = pa.ListArray.from_arrays(piece_offsets, pa.array(flags[cut:], pa.bool_()))
+    first = offsets[:-1][index] >= cut
+    if begins is not None:
+        first &= _bools(begins)[index]
+    return pieces, mask_pieces, index, first
+
+
+def _bools(a: Any) -> np.ndarray:
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    if isinstance(a, pa.Array):
+        return np.asarray(a.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(a, dtype=bool)
 
 
 def pack(docs: list[list[int]], eos_id: int, seq_len: int) -> pa.Table:
@@ -131,17 +176,53 @@ def assistant_mask(docs: pa.Array, ids: dict[str, int]) -> pa.ListArray:
 
 
 def read_documents(inputs: list[str]) -> Any:
-    """`id` and `text` of every kept row of the given stage outputs (or Parquet files)."""
+    """`id` and `text` (strings) of every kept row of the given stage outputs (or folders
+    of Parquet files). A folder without an `id` column gets each text's hash as its id, so
+    the same text always lands in the same split; a non-string id is written as text and
+    a null text as empty. An input without a `text` column is a ValueError naming it."""
     import ray.data
 
     parts = []
     for uri in inputs:
         folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
-        ds = ray.data.read_parquet(folder, file_extensions=["parquet"]).select_columns(
-            ["id", "text"]
-        )
-        parts.append(ds)
+        ds = ray.data.read_parquet(folder, file_extensions=["parquet"])
+        names = ds.schema().names
+        if "text" not in names:
+            raise ValueError(
+                f"tokenize.input: {uri} has no `text` column (columns: {', '.join(names)})"
+            )
+        ds = ds.select_columns(["id", "text"] if "id" in names else ["text"])
+        parts.append(ds.map_batches(_id_and_text, batch_format="pyarrow", zero_copy_batch=True))
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def check_text_column(uri: str) -> None:
+    """ConfigError naming tokenize.input when a local input's Parquet files have no
+    `text` column (checked before Ray starts; a remote input is checked when read)."""
+    from lmforge.platform.config import ConfigError
+
+    if storage.is_remote(uri) or any(c in uri for c in "*?["):
+        return
+    folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
+    dataset = parquet_dataset(folder)
+    if dataset is not None and "text" not in dataset.schema.names:
+        raise ConfigError(
+            f"tokenize.input: {uri} has no `text` column "
+            f"(columns: {', '.join(dataset.schema.names)})"
+        )
+
+
+def _id_and_text(batch: pa.Table) -> pa.Table:
+    text = pc.fill_null(batch["text"].cast(pa.string()), "")
+    given = batch["id"].cast(pa.string()) if "id" in batch.column_names else None
+    if given is not None and given.null_count == 0:
+        return pa.table({"id": given, "text": text})
+    ids = given.to_pylist() if given is not None else [None] * batch.num_rows
+    hashed = [
+        i if i is not None else "sha-" + hashlib.blake2b(t.encode(), digest_size=12).hexdigest()
+        for i, t in zip(ids, text.to_pylist(), strict=True)
+    ]
+    return pa.table({"id": pa.array(hashed, pa.string()), "text": text})
 
 
 ROW_GROUP_SEQUENCES = 1024
@@ -149,9 +230,10 @@ ROW_GROUP_SEQUENCES = 1024
 
 def pack_batch(batch: pa.Table, seq_len: int) -> pa.Table:
     """Tokenized documents (`input_ids` ending in EOS, and `loss_mask` when the batch has
-    one) -> packed rows (SEQ_SCHEMA, or MASKED_SEQ_SCHEMA)."""
+    one; carried pieces have `START`) -> packed rows (SEQ_SCHEMA, or MASKED_SEQ_SCHEMA)."""
     mask = batch[LOSS_MASK] if LOSS_MASK in batch.column_names else None
-    return pack_documents(batch["input_ids"], seq_len, mask)
+    begins = batch[START] if START in batch.column_names else None
+    return pack_documents(batch["input_ids"], seq_len, mask, begins)
 
 
 def write_packed(rows: Any, folder: str) -> None:
@@ -173,7 +255,7 @@ def split_counts(folder: str, docs_read: int, seq_len: int) -> dict[str, int]:
     out = {
         "documents": docs_read,
         # documents written (a repeated one each time) that start in a packed row; the
-        # rest started in a batch's unpacked tail
+        # rest started in the split's last, unpacked tail (less than one row)
         "documents_packed": packed,
         "sequences": n,
         "tokens": n * seq_len,

@@ -11,7 +11,9 @@ prints where the time goes). Reading and writing stay on Ray Data: blocks come f
 materialized Dataset and go back as one (`ray.data.from_arrow_refs`).
 
 Blocks are dispatched in order to whichever actor is free, and their results are kept in
-block order, so the packed rows do not depend on timing. The work travels with each call
+block order (packed rows are then put in an order computed from their counts), so the
+packed rows do not depend on timing. Each block's tail (less than one row) is packed
+with the other tails, so a split loses less than one row in all. The work travels with each call
 (the tokenizer config is one object in the store, cached per actor), so a restarted
 actor (`max_restarts`) retries a call (`max_task_retries`) with nothing to set up again.
 """
@@ -25,9 +27,9 @@ from typing import Any
 import pyarrow as pa
 
 from lmforge.pipelines import mixture
-from lmforge.pipelines.packing import pack_batch
 
 IN_FLIGHT = 2  # calls queued per actor: the next block is there when one finishes
+TAILS_PER_CALL = 256  # block tails (each under one row) packed together by one call
 SMALL_COLUMNS = ["id", mixture.SOURCE, "n_tokens", "val", "key"]
 
 
@@ -56,11 +58,16 @@ class TokenWorker:
 
     def pack(
         self, block: pa.Table, validation: bool, plan: mixture.Plan | None, seq_len: int
-    ) -> tuple[dict[str, list[int]], pa.Table]:
-        """The packed rows of one split of a token block, after the tokens and loss
-        targets each source keeps in them (`mixture.packed_by_source`)."""
-        part = mixture.split_part(block, validation, plan)
-        return mixture.packed_by_source(part, seq_len), pack_batch(part, seq_len)
+    ) -> tuple[mixture.Counts, pa.Table, pa.Table]:
+        """One split of a token block packed (`mixture.pack_part`): the tokens and loss
+        targets of each source in its rows, the rows, and its tail."""
+        return mixture.pack_part(mixture.split_part(block, validation, plan), seq_len)
+
+    def pack_tails(
+        self, seq_len: int, *tails: pa.Table
+    ) -> tuple[mixture.Counts, pa.Table, pa.Table]:
+        """Tails of packed blocks, in order, packed as one stream (`mixture.pack_part`)."""
+        return mixture.pack_part(pa.concat_tables(tails), seq_len)
 
 
 class TokenPool:
@@ -124,21 +131,37 @@ class TokenPool:
 
     def pack(
         self, tokens: list[Any], *, validation: bool, plan: mixture.Plan | None, seq_len: int
-    ) -> tuple[list[Any], dict[str, list[int]]]:
+    ) -> tuple[list[Any], mixture.Counts]:
         """The refs of the packed rows of one split (each document as many times as
-        `plan` says; None: once), one block per token block, in order; and per source
-        the tokens and loss targets they hold. Make the refs a Dataset
+        `plan` says; None: once), and per source the tokens and loss targets they hold.
+        Each token block is packed by one call; the tails the blocks leave (less than a
+        row each) are packed together, TAILS_PER_CALL per call and again until one is
+        left, whose tokens (less than one row) are all the split loses. The blocks' rows
+        come in `mixture.interleaved` order, then the tails' rows. Make the refs a Dataset
         (`ray.data.from_arrow_refs`) after `close`: that runs tasks."""
         import ray
 
         calls = [("pack", (ref, validation, plan, seq_len)) for ref in tokens]
-        results = self._map(calls, num_returns=2)
-        totals: dict[str, list[int]] = {}
-        for counts in ray.get([r[0] for r in results]):
-            for s, (kept, targets) in counts.items():
+        results = self._map(calls, num_returns=3)
+        per_block = ray.get([r[0] for r in results])
+        rows = [results[b][1] for b in mixture.interleaved(per_block)]
+        counts = list(per_block)
+        tails = [r[2] for r in results]
+        while len(tails) > 1:
+            calls = [
+                ("pack_tails", (seq_len, *tails[i : i + TAILS_PER_CALL]))
+                for i in range(0, len(tails), TAILS_PER_CALL)
+            ]
+            results = self._map(calls, num_returns=3)
+            counts += ray.get([r[0] for r in results])
+            rows += [r[1] for r in results]
+            tails = [r[2] for r in results]
+        totals: mixture.Counts = {}
+        for block in counts:
+            for s, (kept, targets) in block.items():
                 t = totals.setdefault(s, [0, 0])
                 t[0], t[1] = t[0] + kept, t[1] + targets
-        return [r[1] for r in results], totals
+        return rows, totals
 
     def close(self) -> None:
         import ray
@@ -164,7 +187,12 @@ class TokenPool:
         running: dict[Any, Any] = {}  # the first ref of a running call -> its actor
 
         def feed(actor: Any) -> None:
-            while todo and sum(a is actor for a in running.values()) < IN_FLIGHT:
+            # a second call queued hides the round trip between calls; once calls are
+            # fewer than actors, one each, so no actor ends the pass with two to go
+            # while another idles (a block's time lost on every core but one)
+            while todo and sum(a is actor for a in running.values()) < (
+                IN_FLIGHT if len(todo) > len(self._up) else 1
+            ):
                 i, (name, args) = todo.popleft()
                 refs = getattr(actor, name).options(num_returns=num_returns).remote(*args)
                 results[i] = refs
