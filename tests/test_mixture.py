@@ -18,6 +18,7 @@ from lmforge.jobs import tokenize
 from lmforge.jobs.recipe import Recipe, load_recipe
 from lmforge.pipelines import mixture
 from lmforge.pipelines.packing import is_validation
+from lmforge.pipelines.tokenizer import tokenizer_rates
 from lmforge.platform import chat
 from lmforge.platform.config import ConfigError
 
@@ -34,17 +35,9 @@ def stage_output(folder: Path, docs: list[dict[str, str]]) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
-    web = []
-    with shared("corpus/debian_docs_en_ja_de.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            d = json.loads(line)
-            web.append({"id": d["id"], "text": d["text"][:3000]})
-            if len(web) == 200:
-                break
-    records = json.loads(shared("synthetic/gpteacher_roleplay_gpt4.json").read_text())[:45]
-    conv = [
+def conversations(records: list[dict[str, str]]) -> list[dict[str, str]]:
+    """GPTeacher records as chat documents: the instruction, then the response."""
+    return [
         {
             "id": f"gpteacher-{i}",
             "text": chat.render(
@@ -56,6 +49,19 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
         }
         for i, r in enumerate(records)
     ]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
+    web = []
+    with shared("corpus/debian_docs_en_ja_de.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            web.append({"id": d["id"], "text": d["text"][:3000]})
+            if len(web) == 200:
+                break
+    records = json.loads(shared("synthetic/gpteacher_roleplay_gpt4.json").read_text())[:45]
+    conv = conversations(records)
     return {"web": web, "synthetic": conv}
 
 
@@ -185,18 +191,7 @@ def test_shares_hold_for_short_documents_sampled_down_at_a_long_context(
             paragraphs = [p for p in d["text"].split("\n\n") if len(p.strip()) > 40]
             web += [{"id": f"{d['id']}-{k}", "text": p} for k, p in enumerate(paragraphs)]
     records = json.loads(shared("synthetic/gpteacher_roleplay_gpt4.json").read_text())
-    conv = [
-        {
-            "id": f"gpteacher-{i}",
-            "text": chat.render(
-                [
-                    {"role": "user", "content": r["instruction"]},
-                    {"role": "assistant", "content": r["response"]},
-                ]
-            ),
-        }
-        for i, r in enumerate(records)
-    ]
+    conv = conversations(records)
     root = tmp_path / "in"
     ins = {n: stage_output(root / n, d) for n, d in [("q", quotes), ("w", web), ("c", conv)]}
     weights = {ins["q"]: 0.01, ins["w"]: 0.5, ins["c"]: 0.49}
@@ -272,7 +267,7 @@ def test_the_plan_meets_token_targets_and_the_tokenizer_sample_follows_weights()
     assert plan.base["big"] == 0 and plan.base["small"] == int(epochs["small"]) > 10
     shares = mixture.figures(mixture.written(table, plan))
     assert all(abs(shares[s]["share"] - w) < 0.002 for s, w in weights.items())
-    rates = mixture.tokenizer_rates({"big": (n_big, 10**6), "small": (n_small, 3000)}, weights, 100)
+    rates = tokenizer_rates({"big": (n_big, 10**6), "small": (n_small, 3000)}, weights, 100)
     assert rates["small"] == 1.0 and 0 < rates["big"] < 0.05  # the small source whole
 
 

@@ -24,7 +24,7 @@ from lmforge.jobs.recipe import Recipe
 from lmforge.pipelines import mixture
 from lmforge.pipelines.packing import check_text_column, split_counts, write_packed
 from lmforge.pipelines.token_pool import TokenPool
-from lmforge.pipelines.tokenizer import save_tokenizer, train_tokenizer
+from lmforge.pipelines.tokenizer import save_tokenizer, tokenizer_sample, train_tokenizer
 from lmforge.platform import digest, storage, tracking
 
 
@@ -63,7 +63,7 @@ def run(recipe: Recipe, *, parent_run_id: str | None = None) -> StageResult:
         if weights is None:
             sampled = docs.limit(cfg.tokenizer_train_docs)
         else:
-            sampled = mixture.tokenizer_sample(docs, weights, cfg.tokenizer_train_docs, cfg.seed)
+            sampled = tokenizer_sample(docs, weights, cfg.tokenizer_train_docs, cfg.seed)
         texts = [r["text"] for r in sampled.iter_rows()]
         with TokenPool() as pool:
             tok = train_tokenizer(texts, cfg.vocab_size)

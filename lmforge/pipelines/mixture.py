@@ -96,18 +96,6 @@ def sample_key(seed: int, salt: str, doc_id: str) -> int:
     return int.from_bytes(h.digest(), "big")
 
 
-def tokenizer_rates(
-    stats: dict[str, tuple[int, int]], weights: dict[str, float], n_docs: int
-) -> dict[str, float]:
-    """Per source, the share of its documents sampled to train the tokenizer so that
-    the sample's characters follow `weights` with about `n_docs` documents in all.
-    `stats`: source -> (documents, characters)."""
-    # documents of s wanted ∝ w_s / (mean characters of s)
-    want = {s: weights[s] * docs / max(chars, 1) for s, (docs, chars) in stats.items() if docs}
-    scale = n_docs / max(sum(want.values()), 1e-12)
-    return {s: min(1.0, want[s] * scale / stats[s][0]) for s in want}
-
-
 class TokenizeDocs:
     """Ray Data callable class: documents -> their token ids ending in EOS, token count,
     split and sample key, and with `chat_ids` (loss_on: assistant) the loss mask and the
@@ -410,30 +398,6 @@ def small_table(ds: Any, columns: list[str]) -> pa.Table:
 def _select_columns(columns: list[str], *blocks: pa.Table) -> pa.Table:
     parts = [b.select(columns) for b in blocks if b.num_rows]
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
-
-
-def tokenizer_sample(docs: Any, weights: dict[str, float], n_docs: int, seed: int) -> Any:
-    """A seeded sample of about `n_docs` documents whose characters follow `weights`."""
-    lengths = small_table(docs.map_batches(_chars, batch_format="pyarrow"), [SOURCE, "chars"])
-    sources = lengths[SOURCE].to_numpy(zero_copy_only=False)
-    chars = lengths["chars"].to_numpy()
-    stats = {s: (int((sources == s).sum()), int(chars[sources == s].sum())) for s in weights}
-    rates = tokenizer_rates(stats, weights, n_docs)
-    return docs.map_batches(_sampled, fn_args=(rates, seed), batch_format="pyarrow")
-
-
-def _chars(batch: pa.Table) -> pa.Table:
-    import pyarrow.compute as pc
-
-    return pa.table({SOURCE: batch[SOURCE], "chars": pc.utf8_length(batch["text"])})
-
-
-def _sampled(batch: pa.Table, rates: dict[str, float], seed: int) -> pa.Table:
-    keep = [
-        sample_key(seed, f"tokenizer:{s}", i) < rates.get(s, 0.0) * 2**64
-        for s, i in zip(batch[SOURCE].to_pylist(), batch["id"].to_pylist(), strict=True)
-    ]
-    return batch.filter(pa.array(keep, pa.bool_()))
 
 
 def written(docs: pa.Table, plan: Plan) -> pa.Table:

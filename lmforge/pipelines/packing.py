@@ -184,8 +184,7 @@ def read_documents(inputs: list[str]) -> Any:
 
     parts = []
     for uri in inputs:
-        folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
-        ds = ray.data.read_parquet(folder, file_extensions=["parquet"])
+        ds = ray.data.read_parquet(documents_folder(uri), file_extensions=["parquet"])
         names = ds.schema().names
         if "text" not in names:
             raise ValueError(
@@ -196,6 +195,11 @@ def read_documents(inputs: list[str]) -> Any:
     return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
 
 
+def documents_folder(uri: str) -> str:
+    """Where an input's documents are: a stage output's `kept/`, or the folder itself."""
+    return storage.join(uri, "kept") if storage.read_manifest(uri) else uri
+
+
 def check_text_column(uri: str) -> None:
     """ConfigError naming tokenize.input when a local input's Parquet files have no
     `text` column (checked before Ray starts; a remote input is checked when read)."""
@@ -203,8 +207,7 @@ def check_text_column(uri: str) -> None:
 
     if storage.is_remote(uri) or any(c in uri for c in "*?["):
         return
-    folder = storage.join(uri, "kept") if storage.read_manifest(uri) else uri
-    dataset = parquet_dataset(folder)
+    dataset = parquet_dataset(documents_folder(uri))
     if dataset is not None and "text" not in dataset.schema.names:
         raise ConfigError(
             f"tokenize.input: {uri} has no `text` column "
